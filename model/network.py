@@ -1,0 +1,68 @@
+"""The two-branch network: separate aerial and ground backbones, each with its spatial-aware head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.backbone import ResNet34Backbone
+from model.head import SpatialAwareHead
+
+
+def feature_positions(size_hw: tuple[int, int]) -> int:
+    """Number of positions the backbone's stride-8 feature map has for an input of `size_hw`."""
+    stride = ResNet34Backbone.stride
+    return (size_hw[0] // stride) * (size_hw[1] // stride)
+
+
+class CrossViewNet(nn.Module):
+    """Aerial branch (`extract1`, `sa1`) and ground branch (`extract2`, `sa2`), named as in the published weights.
+
+    The heads' sizes follow the configured input sizes, so any image size the backbone's stride
+    divides works; the published weights need the sizes they were trained with.
+    """
+
+    def __init__(
+        self,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        sa_num: int = 8,
+        use_fc: bool = True,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        self.sat_size = tuple(sat_size)
+        self.grd_size = tuple(grd_size)
+        self.extract1 = ResNet34Backbone(pretrained)
+        self.extract2 = ResNet34Backbone(pretrained)
+        self.sa1 = SpatialAwareHead(feature_positions(self.sat_size), sa_num, use_fc)
+        self.sa2 = SpatialAwareHead(feature_positions(self.grd_size), sa_num, use_fc)
+
+    @property
+    def descriptor_size(self) -> int:
+        return ResNet34Backbone.out_channels * self.sa1.num_maps
+
+    def embed_sat(self, sat: torch.Tensor) -> torch.Tensor:
+        """Aerial images in [-1, 1], (B, 3, H, W) -> L2-normalised descriptors (B, D)."""
+        return self.sa1(self.extract1(sat).flatten(2))
+
+    def embed_grd(self, grd: torch.Tensor) -> torch.Tensor:
+        """Ground panoramas in [-1, 1], (B, 3, H, W) -> L2-normalised descriptors (B, D)."""
+        return self.sa2(self.extract2(grd).flatten(2))
+
+    def forward(self, sat: torch.Tensor, grd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_sat(sat), self.embed_grd(grd)
+
+    @torch.no_grad()
+    def attention_maps(self, sat: torch.Tensor, grd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' attention maps shaped like the feature maps: (B, K, H/8, W/8) for each branch."""
+        maps = []
+        for backbone, head, image in ((self.extract1, self.sa1, sat), (self.extract2, self.sa2, grd)):
+            features = backbone(image)
+            attention = head.attention(features.flatten(2))
+            maps.append(attention.transpose(1, 2).reshape(features.shape[0], -1, *features.shape[2:]))
+        return maps[0], maps[1]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

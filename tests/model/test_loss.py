@@ -1,0 +1,110 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+
+
+def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0):
+    """One triplet at a time, as the paper defines it, with close CVACT pairs left out."""
+    n = len(sat)
+    means = []
+    for aerial_query in (True, False):
+        terms = []
+        for i in range(n):
+            for j in range(n):
+                if i == j or (utm is not None and math.dist(utm[i].tolist(), utm[j].tolist()) < min_distance):
+                    continue
+                q, r = (i, j) if aerial_query else (j, i)
+                d_pos = 2 - 2 * float(sat[q] @ grd[q])
+                d_neg = 2 - 2 * float(sat[q] @ grd[r]) if aerial_query else 2 - 2 * float(sat[r] @ grd[q])
+                terms.append(math.log1p(math.exp(weight * (d_pos - d_neg))))
+        kept = min(max(int(ratio * n * (n - 1)), 1), len(terms))
+        means.append(sum(sorted(terms, reverse=True)[:kept]) / kept)
+    return sum(means) / 2
+
+
+def random_descriptors(n, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sat = torch.nn.functional.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+    grd = torch.nn.functional.normalize(sat + 0.8 * torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+    return sat, grd
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    arrays = np.load(reference_dir / "reference_loss_recall.npz")
+    figures = json.loads((reference_dir / "reference_loss_recall.json").read_text())
+    return {k: torch.from_numpy(arrays[k]) for k in ("sat", "pano", "utm")}, figures
+
+
+@pytest.mark.parametrize("ratio", ["1.0", "0.1", "0.05", "0.01"])
+def test_reproduces_the_reference_loss(reference, ratio):
+    arrays, figures = reference
+    loss = soft_margin_triplet_loss(arrays["sat"], arrays["pano"], figures["loss_weight"], float(ratio))
+    assert loss.item() == pytest.approx(figures["losses"][ratio], abs=1e-5)
+
+
+def test_reproduces_the_reference_cvact_loss_with_all_pairs_far(reference):
+    arrays, figures = reference
+    loss = soft_margin_triplet_loss(arrays["sat"], arrays["pano"], 10, 1.0, utm=arrays["utm"])
+    assert loss.item() == pytest.approx(figures["losses"]["cvact_far_1.0"], abs=1e-5)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.3, 0.1, 0.01])
+def test_matches_the_slow_loss(ratio):
+    sat, grd = random_descriptors(9)
+    assert soft_margin_triplet_loss(sat, grd, 10, ratio).item() == pytest.approx(slow_loss(sat, grd, 10, ratio))
+
+
+def test_cvact_loss_with_all_pairs_far_equals_the_plain_loss():
+    sat, grd = random_descriptors(8, seed=1)
+    utm = torch.arange(8, dtype=torch.float64)[:, None] * torch.tensor([[100.0, 30.0]]) + 5e5
+    for ratio in (1.0, 0.1):
+        plain = soft_margin_triplet_loss(sat, grd, 10, ratio)
+        torch.testing.assert_close(soft_margin_triplet_loss(sat, grd, 10, ratio, utm=utm), plain)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.2])
+def test_close_cvact_pairs_change_neither_sum_nor_count(ratio):
+    sat, grd = random_descriptors(8, seed=2)
+    utm = torch.arange(8, dtype=torch.float64)[:, None] * torch.tensor([[100.0, 0.0]]) + torch.tensor([3e5, 6.1e6])
+    utm[1] = utm[0] + torch.tensor([10.0, 10.0])  # 14 m apart: no negatives of each other
+    utm[5] = utm[4] + torch.tensor([0.0, 24.9])
+    loss = soft_margin_triplet_loss(sat, grd, 10, ratio, utm=utm)
+    assert loss.item() == pytest.approx(slow_loss(sat, grd, 10, ratio, utm=utm))
+    moved = grd.clone()
+    moved[1] = sat[0]  # item 1 now looks exactly like item 0's aerial image, 14 m away: no penalty for it
+    with_close_pair_changed = soft_margin_triplet_loss(sat, moved, 10, 1.0, utm=utm)
+    assert with_close_pair_changed.item() == pytest.approx(slow_loss(sat, moved, 10, 1.0, utm=utm))
+
+
+def test_all_pairs_close_gives_zero_loss_with_a_gradient():
+    sat, grd = random_descriptors(4)
+    sat.requires_grad_(True)
+    loss = soft_margin_triplet_loss(sat, grd, 10, 1.0, utm=torch.zeros(4, 2, dtype=torch.float64))
+    loss.backward()
+    assert loss.item() == 0.0 and sat.grad is not None
+
+
+def test_tiny_batch_with_tiny_ratio_keeps_one_triplet():
+    sat, grd = random_descriptors(3)
+    loss = soft_margin_triplet_loss(sat, grd, 10, 0.01)
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(slow_loss(sat, grd, 10, 0.01))
+
+
+def test_loss_is_float32_under_bf16_autocast():
+    sat, grd = (t.float() for t in random_descriptors(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = soft_margin_triplet_loss(sat, grd)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(soft_margin_triplet_loss(sat, grd).item(), rel=1e-6)
+
+
+def test_hard_negative_schedule_follows_the_paper():
+    ratios = [hard_topk_ratio_for_epoch(e) for e in (0, 20, 21, 40, 41, 60, 61, 299)]
+    assert ratios == [1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01]
+    assert hard_topk_ratio_for_epoch(30, (1.0, 0.5, 0.2, 0.1)) == 0.5
