@@ -1,0 +1,133 @@
+"""The LightningModule: wires the network, the loss and its hard-negative schedule, Adam and recall@K."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from model.network import CrossViewNet
+from utils.images import to_model_range
+from utils.recall import recall_at_k, recall_within_distance
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; raised before the optimiser step can spoil the weights."""
+
+
+class CrossViewModule(pl.LightningModule):
+    """Training, validation and test of `CrossViewNet`, with evaluation on the full gallery under DDP.
+
+    `epoch_offset` counts epochs a published checkpoint already trained, so that the hard-negative
+    schedule goes on where it stopped. `distance_radius` (metres) switches evaluation to CVACT's
+    test-split rule: a query is found when a top-k reference lies within that radius of its position.
+    """
+
+    def __init__(
+        self,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        sa_num: int = 8,
+        use_fc: bool = True,
+        pretrained: bool = True,
+        lr: float = 1e-4,
+        b1: float = 0.5,
+        b2: float = 0.999,
+        lambda_sm: float = 10.0,
+        hard_topk_ratios: tuple[float, float, float, float] = (1.0, 0.1, 0.05, 0.01),
+        epoch_offset: int = 0,
+        distance_radius: float | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = CrossViewNet(sat_size, grd_size, sa_num, use_fc, pretrained)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.initial_optimizer_state: dict[str, Any] | None = None
+        self.eval_results: dict[str, dict[str, float]] = {}
+        self.eval_descriptors: dict[str, torch.Tensor] = {}
+        self._eval_batches: list[dict[str, torch.Tensor]] = []
+
+    @property
+    def schedule_epoch(self) -> int:
+        return self.current_epoch + self.hparams.epoch_offset
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """uint8 images travel to the device; scaling to [-1, 1] happens there, 4x less to copy."""
+        memory_format = torch.channels_last if self.hparams.channels_last else torch.contiguous_format
+        for key in ("sat", "grd"):
+            batch[key] = to_model_range(batch[key]).contiguous(memory_format=memory_format)
+        return batch
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        betas = (self.hparams.b1, self.hparams.b2)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=betas)
+        if self.initial_optimizer_state:
+            optimizer.load_state_dict(self.initial_optimizer_state)
+        return optimizer
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        sat, grd = self.net(batch["sat"], batch["grd"])
+        ratio = hard_topk_ratio_for_epoch(self.schedule_epoch, tuple(self.hparams.hard_topk_ratios))
+        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=batch.get("utm"))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {self.schedule_epoch}, batch {batch_idx}; the weights were not "
+                "updated and the last checkpoint holds the last good state (try a lower --lr or --precision 32)"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(sat))
+        self.log("train/hard_topk_ratio", ratio, on_step=False, on_epoch=True, batch_size=len(sat))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_batches = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        sat, grd = self.net(batch["sat"], batch["grd"])
+        kept = {"index": batch["index"], "sat": sat.float(), "grd": grd.float()}
+        if "utm" in batch:
+            kept["utm"] = batch["utm"]
+        self._eval_batches.append(kept)
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def _gallery(self) -> dict[str, torch.Tensor]:
+        """Every process's descriptors in dataset order, with the sampler's padding duplicates dropped."""
+        local = {key: torch.cat([b[key] for b in self._eval_batches]) for key in self._eval_batches[0]}
+        self._eval_batches = []
+        if self.trainer.world_size > 1:
+            local = {key: self.all_gather(value).flatten(0, 1) for key, value in local.items()}
+        index = local.pop("index").long()
+        size = int(index.max()) + 1
+        gallery = {}
+        for key, value in local.items():
+            ordered = value.new_empty((size, *value.shape[1:]))
+            ordered[index] = value
+            gallery[key] = ordered
+        return gallery
+
+    def _score(self, stage: str) -> None:
+        if not self._eval_batches:
+            return
+        gallery = self._gallery()
+        radius = self.hparams.distance_radius
+        if stage == "test" and radius is not None and "utm" in gallery:
+            results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius)
+        else:
+            results = recall_at_k(gallery["sat"], gallery["grd"])
+        self.eval_results[stage] = results
+        self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()}
+        for direction, figures in results.items():
+            for name, value in figures.items():
+                self.log(f"{stage}/{direction}_{name}", value, sync_dist=True, prog_bar=name == "r@1")

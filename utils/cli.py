@@ -1,0 +1,166 @@
+"""Command-line pieces shared by train.py and test.py: the authors' flags, devices, run folders, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_DIR_ENV = "CVGL_RUN_DIR"
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot work, reported in one line."""
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of the authors' parser (same names, types and defaults), then this project's additions."""
+    add = parser.add_argument
+    add("--results_dir", "-o", default="./RESULTS", help="every run writes one folder under here")
+    add("--name", default="", help="run folder name (default: dataset and time); never overwrites a folder")
+    add("--seed", type=int, default=10)
+    add("--gpu_ids", "--gpu", dest="gpu_ids", default="0", help='GPU ids: "0", "0,1" (DDP); "-1" for the CPU')
+    add("--debug", action="store_true", help="full tracebacks; training stops each epoch after 42 batches")
+    add("--CVUSA", action="store_true")
+    add("--CVACT", action="store_true")
+    add("--data_root_cvusa", default="./data/CVUSA/")
+    add("--data_root_cvact", default="./data/CVACT/")
+    add("--train_csv", default="train-19zl.csv")
+    add("--val_csv", default="val-19zl.csv")
+    add("--mat_list", default="ACT_data.mat")
+    add("--checkpoint", default=None)
+    add("--sat_size_h", type=int, default=256, help="aerial image height")
+    add("--sat_size_w", type=int, default=256, help="aerial image width")
+    add("--grd_size_h", type=int, default=128, help="ground panorama height")
+    add("--grd_size_w", type=int, default=512, help="ground panorama width")
+    add("--sa_num", type=int, default=8, help="number of spatial-aware attention maps")
+    add("--batch_size", type=int, default=32)
+    add("--batch_size_val", type=int, default=32)
+    add("--no_fc", action="store_true", help="the paper's ablation: max-pooled map as the only attention map")
+    add("--num_workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
+    add("--precision", default="32", help="Lightning precision: 32, bf16-mixed, 16-mixed")
+    add("--cpu_procs", type=int, default=1, help="with --gpu -1: DDP over this many CPU processes (gloo)")
+    add("--eval_split", choices=("val", "test"), default="val", help="CVACT: val (CVACT_val) or test (valSetAll)")
+    add("--deterministic", action="store_true", help="deterministic kernels; off lets cuDNN pick the fastest")
+    add("--channels_last", action="store_true", help="GPU: channels-last memory format for the convolutions")
+
+
+@dataclass(frozen=True)
+class Devices:
+    accelerator: str
+    devices: list[int] | int
+    strategy: str
+
+    @property
+    def count(self) -> int:
+        return len(self.devices) if isinstance(self.devices, list) else self.devices
+
+
+def parse_devices(gpu_ids: str, cpu_procs: int = 1, cuda_count: int | None = None) -> Devices:
+    """`--gpu 0,1` -> those two GPUs with DDP; `--gpu 1` -> GPU number 1; `--gpu -1` -> the CPU.
+
+    Without CUDA, GPU ids fall back to the CPU with a warning so the scripts run on a laptop.
+    """
+    try:
+        ids = [int(part) for part in gpu_ids.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--gpu {gpu_ids}: expected comma-separated GPU numbers such as 0 or 0,1, or -1") from None
+    if cpu_procs < 1:
+        raise UsageError(f"--cpu_procs {cpu_procs}: expected 1 or more processes")
+    gpus = [i for i in ids if i >= 0]
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and cuda_count == 0:
+        print(f"warning: --gpu {gpu_ids}: CUDA is not available, running on the CPU", file=sys.stderr)
+        gpus = []
+    absent = [i for i in gpus if i >= cuda_count]
+    if absent:
+        raise UsageError(f"--gpu {gpu_ids}: GPU {absent[0]} does not exist; this machine has GPUs 0-{cuda_count - 1}")
+    if gpus:
+        return Devices("gpu", gpus, "ddp" if len(gpus) > 1 else "auto")
+    return Devices("cpu", cpu_procs, "ddp" if cpu_procs > 1 else "auto")
+
+
+def dataset_name(opt: argparse.Namespace) -> str:
+    if opt.CVUSA and opt.CVACT:
+        raise UsageError("pass one of --CVUSA and --CVACT, not both")
+    return "CVACT" if opt.CVACT else "CVUSA"
+
+
+def make_run_dir(results_dir: str, name: str) -> Path:
+    """A new folder for this run; an existing name gets a numbered suffix instead of being reused.
+
+    DDP re-launches this script once per extra process; those processes find the folder in the
+    environment instead of making their own.
+    """
+    if os.environ.get("LOCAL_RANK", "0") != "0" and RUN_DIR_ENV in os.environ:
+        return Path(os.environ[RUN_DIR_ENV])
+    base = Path(results_dir) / name
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--results_dir {results_dir}: cannot create it ({exc.strerror})") from None
+    for attempt in range(10_000):
+        run_dir = base if attempt == 0 else base.with_name(f"{base.name}_{attempt}")
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"--results_dir {results_dir}: cannot write there ({exc.strerror})") from None
+    if not os.access(run_dir, os.W_OK):
+        raise UsageError(f"--results_dir {results_dir}: folder {run_dir} is not writable")
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
+def default_run_name(prefix: str) -> str:
+    return f"{prefix}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Readers never see half a file: write beside it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[BaseException], ...]) -> None:
+    """Run `main`; a user's mistake prints one line and exits 2, with the traceback only under --debug."""
+    try:
+        sys.exit(main(None))
+    except known_errors as exc:
+        if "--debug" in sys.argv:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def setup_logging(run_dir: Path) -> logging.Logger:
+    """Messages to the console and to `run_dir/log.txt`, Lightning's own included."""
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    for name in ("cvgl", "pytorch_lightning"):
+        logging.getLogger(name).addHandler(handler)
+    log = logging.getLogger("cvgl")
+    if not log.hasHandlers() or log.handlers == [handler]:
+        log.addHandler(logging.StreamHandler(sys.stdout))
+    log.setLevel(logging.INFO)
+    return log
+
+
+def describe_options(opt: argparse.Namespace) -> str:
+    width = max(len(k) for k in vars(opt))
+    lines = [f"{k:>{width}}: {v}" for k, v in sorted(vars(opt).items())]
+    rule = "-" * 43
+    return "\n".join([f"{' Options ':-^43}", *lines, rule])
