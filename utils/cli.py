@@ -147,15 +147,24 @@ def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[B
 
 
 def setup_logging(run_dir: Path) -> logging.Logger:
-    """Messages to the console and to `run_dir/log.txt`, Lightning's own included."""
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    for name in ("cvgl", "pytorch_lightning"):
-        logging.getLogger(name).addHandler(handler)
+    """Messages to the console and to `run_dir/log.txt`, Lightning's own included.
+
+    Replaces the handlers of an earlier call, so a second run in the same process logs only to its own folder.
+    """
+    file_handler = logging.FileHandler(run_dir / "log.txt")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    console = logging.StreamHandler(sys.stdout)
+    for name, handlers in (("cvgl", [file_handler, console]), ("pytorch_lightning", [file_handler])):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "_cvgl", False)]:
+            logger.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            handler._cvgl = True
+            logger.addHandler(handler)
     log = logging.getLogger("cvgl")
-    if not log.hasHandlers() or log.handlers == [handler]:
-        log.addHandler(logging.StreamHandler(sys.stdout))
     log.setLevel(logging.INFO)
+    log.propagate = False
     return log
 
 

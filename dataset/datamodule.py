@@ -1,0 +1,144 @@
+"""Lightning data modules for CVUSA and CVACT: datasets built (and their files checked) in setup()."""
+
+from __future__ import annotations
+
+import os
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dataset.cvact import CVACT, MAT_FILE
+from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
+
+MAX_DEFAULT_WORKERS = 8
+EVAL_SPLITS = ("val", "test")
+
+
+def default_num_workers() -> int:
+    """The CPUs this process may use (respects affinity masks set by schedulers), at most 8."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, available)
+
+
+class _CrossViewDataModule(pl.LightningDataModule):
+    """Loaders shared by both benchmarks: shuffled training, ordered evaluation, workers kept alive."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        batch_size: int,
+        batch_size_val: int,
+        num_workers: int | None,
+        sat_size: tuple[int, int],
+        grd_size: tuple[int, int],
+        pin_memory: bool | None,
+        prefetch_factor: int,
+    ) -> None:
+        super().__init__()
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.root = os.fspath(root)
+        self.batch_size = batch_size
+        self.batch_size_val = batch_size_val
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.sat_size = tuple(sat_size)
+        self.grd_size = tuple(grd_size)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, self.batch_size_val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self.batch_size_val, shuffle=False)
+
+
+class CVUSADataModule(_CrossViewDataModule):
+    """CVUSA 19zl: train on train_csv; validate and test on val_csv (the benchmark has no separate test split)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        batch_size: int = 32,
+        batch_size_val: int = 32,
+        num_workers: int | None = None,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        train_csv: str = TRAIN_CSV,
+        val_csv: str = VAL_CSV,
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
+    ) -> None:
+        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor)
+        self.train_csv = train_csv
+        self.val_csv = val_csv
+
+    def _dataset(self, split: str) -> CVUSA:
+        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset("train")
+        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
+            self.val_dataset = self._dataset("val")
+        if stage in (None, "test"):
+            self.test_dataset = self.val_dataset
+
+
+class CVACTDataModule(_CrossViewDataModule):
+    """CVACT: train on trainSet; validate on valSet (CVACT_val); test on `eval_split`, "val" or "test" (valSetAll)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        batch_size: int = 32,
+        batch_size_val: int = 32,
+        num_workers: int | None = None,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        mat_file: str = MAT_FILE,
+        eval_split: str = "val",
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
+    ) -> None:
+        if eval_split not in EVAL_SPLITS:
+            raise ValueError(f"CVACT eval_split must be one of {', '.join(EVAL_SPLITS)}, got {eval_split!r}")
+        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor)
+        self.mat_file = mat_file
+        self.eval_split = eval_split
+
+    def _dataset(self, split: str) -> CVACT:
+        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset("train")
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._dataset("val")
+        if stage in (None, "test") and self.test_dataset is None:
+            if self.eval_split == "val" and self.val_dataset is not None:
+                self.test_dataset = self.val_dataset
+            else:
+                self.test_dataset = self._dataset(self.eval_split)
