@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -13,9 +14,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from dataset.datamodule import CVACTDataModule, CVUSADataModule
 from dataset.errors import DatasetError
 from model.backbone import PretrainedWeightsUnavailable
-from model.lightning import CrossViewModule, NonFiniteLossError
+from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from utils.checkpoint import PUBLISHED_MODEL_KEY, CheckpointError, load_model_state, model_state, read_checkpoint
 from utils.cli import (
+    RUN_DIR_ENV,
     Devices,
     UsageError,
     add_common_options,
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hard_decay2_topk_ratio", type=float, default=0.05, help="hard negative ratio, epochs 41-60")
     add("--hard_decay3_topk_ratio", type=float, default=0.01, help="hard negative ratio, after epoch 60")
     add("--no_pretrained", action="store_true", help="train from scratch instead of ImageNet weights")
+    add("--resume", default=None, metavar="RUN_DIR", help="continue the run in this folder from its last.ckpt")
     return parser
 
 
@@ -69,6 +72,7 @@ def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs) -> pl.Tra
 
         torch.backends.cudnn.benchmark = not opt.deterministic
     return pl.Trainer(
+        plugins=[AtomicCheckpointIO()],
         accelerator=devices.accelerator,
         devices=devices.devices,
         strategy=devices.strategy,
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     opt = build_parser().parse_args(argv)
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs)
+    if opt.resume:
+        opt.checkpoint = str(Path(opt.resume) / "last.ckpt")
+        if not Path(opt.checkpoint).is_file():
+            raise UsageError(f"--resume {opt.resume}: no last.ckpt there; expected a run folder written by train.py")
     pl.seed_everything(opt.seed, workers=True, verbose=False)
 
     ckpt = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
@@ -120,12 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--batch_size {opt.batch_size}: the training split has {train_size} pairs; hard-negative "
                          "mining needs a batch of at least 2 pairs, no larger than the split")
 
-    run_dir = make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train"))
+    resuming = ckpt is not None and not published
+    continued_run = Path(opt.checkpoint).parent if resuming else None
+    if continued_run is not None and (continued_run / "options.json").is_file():
+        run_dir = continued_run
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+    else:
+        run_dir = make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train"))
     log = setup_logging(run_dir)
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        write_json_atomically(run_dir / "options.json", vars(opt))
+        if run_dir != continued_run:
+            write_json_atomically(run_dir / "options.json", vars(opt))
         log.info(describe_options(opt))
-        log.info("run folder: %s", run_dir)
+        log.info("%s: %s", "continuing run" if run_dir == continued_run else "run folder", run_dir)
         if published:
             log.info("continuing the published checkpoint %s at epoch %d (its best p2s R@1: %s)",
                      opt.checkpoint, epoch_offset, ckpt.get("best_acc"))
@@ -144,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_train_batches=42 if opt.debug else None,
         log_every_n_steps=10,
     )
-    resume_path = opt.checkpoint if ckpt is not None and not published else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=opt.checkpoint if resuming else None)
     if trainer.is_global_zero:
         log.info("best %s: %s (%s)", BEST_METRIC, best.best_model_score, best.best_model_path)
         log.info("last checkpoint: %s", last.best_model_path)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import random
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
@@ -15,6 +20,42 @@ from utils.recall import recall_at_k, recall_within_distance
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; raised before the optimiser step can spoil the weights."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written beside their final name, then renamed: a kill mid-save leaves the old file whole."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        with open(partial, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every random state as tensors and plain numbers, which Lightning's weights-only loading accepts."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class CrossViewModule(pl.LightningModule):
@@ -50,6 +91,14 @@ class CrossViewModule(pl.LightningModule):
         self.eval_results: dict[str, dict[str, float]] = {}
         self.eval_descriptors: dict[str, torch.Tensor] = {}
         self._eval_batches: list[dict[str, torch.Tensor]] = []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Random states go with the weights, so a resumed run shuffles as the uninterrupted one would have."""
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            _restore_rng_states(checkpoint["rng_states"])
 
     @property
     def schedule_epoch(self) -> int:

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -20,16 +21,19 @@ def test_a_run_folder_holds_options_log_and_checkpoints(tiny_trained_run):
     assert read_checkpoint(tiny_trained_run / "last.ckpt")["epoch"] == 1
 
 
-def test_resuming_from_last_checkpoint_trains_the_third_epoch(tiny_world, tiny_trained_run, tmp_path):
-    last = tiny_trained_run / "last.ckpt"
-    before = read_checkpoint(last)
-    args = ["--n_epochs", "3", "--checkpoint", str(last), "--name", "resumed"]
+def test_resuming_from_last_checkpoint_trains_the_third_epoch_in_the_same_folder(tiny_world, tiny_trained_run,
+                                                                                  tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    before = read_checkpoint(run / "last.ckpt")
+    args = ["--n_epochs", "3", "--checkpoint", str(run / "last.ckpt")]
     assert train.main(tiny_run_args(tiny_world, tmp_path, *args)) == 0
-    after = read_checkpoint(tmp_path / "resumed" / "last.ckpt")
+    after = read_checkpoint(run / "last.ckpt")
     assert after["epoch"] == 2
     assert after["global_step"] == before["global_step"] * 3 // 2  # one more epoch of the same batches
     changed = [k for k, v in after["state_dict"].items() if not torch.equal(v, before["state_dict"][k])]
     assert changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_published_checkpoint_continues_its_epoch_count(tiny_world, reference_checkpoint, tmp_path):

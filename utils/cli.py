@@ -142,8 +142,16 @@ def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[B
     except known_errors as exc:
         if "--debug" in sys.argv:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's own message, also when a DataLoader worker wrapped it in the worker's traceback."""
+    message = str(exc).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
 
 
 def setup_logging(run_dir: Path) -> logging.Logger:

@@ -1,0 +1,72 @@
+"""A run killed mid-epoch and resumed ends exactly where the uninterrupted run ends."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from tests.helpers import REPO_ROOT, run_script, tiny_run_args
+from utils.checkpoint import read_checkpoint
+
+EPOCHS = ("--n_epochs", "3", "--no_pretrained", "--batch_size", "4")
+
+
+def last_epoch_saved(run):
+    try:
+        return read_checkpoint(run / "last.ckpt")["epoch"]
+    except Exception:  # not written yet
+        return None
+
+
+def test_sigkill_during_an_epoch_then_resume_gives_the_uninterrupted_weights(tiny_world, tmp_path):
+    whole = run_script("train.py", *tiny_run_args(tiny_world, tmp_path, *EPOCHS, "--name", "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    command = [sys.executable, str(REPO_ROOT / "train.py"), *tiny_run_args(tiny_world, tmp_path, *EPOCHS,
+                                                                           "--name", "killed")]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    run = tmp_path / "killed"
+    deadline = time.monotonic() + 600
+    while last_epoch_saved(run) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    saved_epoch = last_epoch_saved(run)
+    assert saved_epoch is not None and saved_epoch < 2
+
+    resumed = run_script("train.py", *tiny_run_args(tiny_world, tmp_path, *EPOCHS, "--resume", str(run)))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = read_checkpoint(tmp_path / "whole" / "last.ckpt")
+    actual = read_checkpoint(run / "last.ckpt")
+    assert actual["epoch"] == expected["epoch"] == 2
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(actual["state_dict"][key], value), key
+
+
+SAVE_FOREVER = """
+import sys
+import torch
+from model.lightning import AtomicCheckpointIO
+writer, checkpoint = AtomicCheckpointIO(), {"epoch": 0, "weights": torch.randn(20_000_000)}
+while True:
+    writer.save_checkpoint(checkpoint, sys.argv[1])
+    print(checkpoint["epoch"], flush=True)
+    checkpoint["epoch"] += 1
+"""
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_readable(tmp_path):
+    path = tmp_path / "last.ckpt"
+    process = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "0"
+    time.sleep(0.15)  # well inside the next 80 MB save
+    process.kill()
+    process.wait()
+    assert read_checkpoint(path)["epoch"] >= 0
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".last.ckpt.partial"] == ["last.ckpt"]

@@ -1,0 +1,182 @@
+"""Recall@K checked against the authors' figures and against slow, obviously correct loops."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils.recall import recall_at_k, recall_from_distances, recall_within_distance
+
+FIXTURES = Path(os.environ.get("CVGL_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
+
+
+def load_fixture(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"reference fixture {path} is missing: set CVGL_FIXTURES to the folder holding {name}")
+    return path
+
+
+def tied_descriptors(n: int, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Small integers / 8: every product and sum is exact in float32, and similarities tie often."""
+    generator = torch.Generator().manual_seed(seed)
+    sat = torch.randint(-2, 3, (n, dim), generator=generator).float() / 8
+    grd = sat + torch.randint(-1, 2, (n, dim), generator=generator).float() / 8
+    return sat, grd
+
+
+def brute_force_closer(dists: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per query, the references strictly closer than its match, counted one by one."""
+    n = len(dists)
+    p2s = [sum(dists[i, j] < dists[j, j] for i in range(n)) for j in range(n)]
+    s2p = [sum(dists[i, j] < dists[i, i] for j in range(n)) for i in range(n)]
+    return p2s, s2p
+
+
+def brute_force_within(sims: np.ndarray, utm: np.ndarray, radius: float) -> tuple[list[int], list[int]]:
+    """Per query, the references strictly more similar than its most similar reference within radius."""
+    n = len(sims)
+    near = [[math.hypot(*(utm[i] - utm[j])) <= radius for j in range(n)] for i in range(n)]
+    p2s, s2p = [], []
+    for q in range(n):
+        best = max(sims[i, q] for i in range(n) if near[i][q])
+        p2s.append(sum(sims[i, q] > best for i in range(n)))
+        best = max(sims[q, j] for j in range(n) if near[q][j])
+        s2p.append(sum(sims[q, j] > best for j in range(n)))
+    return p2s, s2p
+
+
+def percent(closer: list[int], ks: list[float]) -> dict[str, float]:
+    return {f"r@{int(k)}" if float(k).is_integer() else f"r@{k}": 100 * np.mean(np.array(closer) < k) for k in ks}
+
+
+def assert_recall_equal(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for direction in actual:
+        assert actual[direction] == pytest.approx(expected[direction], abs=1e-9), direction
+
+
+def test_reproduces_reference_recall_of_the_authors_code():
+    dists = torch.from_numpy(np.load(load_fixture("reference_loss_recall.npz"))["dists"])
+    reference = json.loads(load_fixture("reference_loss_recall.json").read_text())["recall_p2s_s2p"]
+    recall = recall_from_distances(dists, ks=[1, 5, 10, 2.5])
+    for k, (p2s, s2p) in reference.items():
+        key = "r@" + k
+        assert recall["p2s"][key] == pytest.approx(p2s, abs=1e-5), key
+        assert recall["s2p"][key] == pytest.approx(s2p, abs=1e-5), key
+
+
+def test_default_ks_use_one_percent_of_the_gallery_unrounded():
+    dists = torch.from_numpy(np.load(load_fixture("reference_loss_recall.npz"))["dists"])
+    default = recall_from_distances(dists)
+    assert list(default["p2s"]) == ["r@1", "r@5", "r@10", "r@1%"]
+    assert default["p2s"]["r@1%"] == recall_from_distances(dists, ks=[2.5])["p2s"]["r@2.5"]
+    # Counts 0, 1 and 2 are found at k = 2.5, count 3 is not.
+    closer = torch.tensor([0, 1, 2, 3] + [5] * 246)
+    dists = torch.ones(250, 250)
+    dists[closer.unsqueeze(0) > torch.arange(250).unsqueeze(1)] = 0.0  # column j: closer[j] rows at 0
+    dists.fill_diagonal_(0.5)
+    assert recall_from_distances(dists)["p2s"]["r@1%"] == pytest.approx(100 * 3 / 250)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_matrix_recall_equals_brute_force_loop(seed):
+    sat, grd = tied_descriptors(40, seed=seed)
+    dists = 2 - 2 * sat @ grd.T
+    ks = [1, 2, 2.5, 5, 10, 0.4]
+    p2s, s2p = brute_force_closer(dists.numpy())
+    assert_recall_equal(recall_from_distances(dists, ks), {"p2s": percent(p2s, ks), "s2p": percent(s2p, ks)})
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 32, 97, 200])
+def test_chunked_recall_equals_full_matrix_recall_with_ties(chunk_size):
+    sat, grd = tied_descriptors(97)
+    ks = list(range(1, 99))  # every k: the whole distribution of counts must agree
+    expected = recall_from_distances(2 - 2 * sat @ grd.T, ks)
+    assert_recall_equal(recall_at_k(sat, grd, ks, chunk_size=chunk_size), expected)
+
+
+def test_default_keys_and_identical_descriptors_count_ties_as_found():
+    sat = torch.ones(50, 4) / 2
+    recall = recall_at_k(sat, sat.clone())
+    assert recall == {direction: {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0} for direction in recall}
+    assert list(recall) == ["p2s", "s2p"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_low_and_high_precision_inputs_give_the_same_recall(dtype):
+    sat, grd = tied_descriptors(60, seed=3)
+    ks = list(range(1, 62))
+    assert_recall_equal(recall_at_k(sat.to(dtype), grd.to(dtype), ks, chunk_size=16), recall_at_k(sat, grd, ks))
+
+
+def test_normalised_random_descriptors_match_full_matrix():
+    generator = torch.Generator().manual_seed(5)
+    sat = torch.nn.functional.normalize(torch.randn(300, 32, generator=generator), dim=1)
+    grd = torch.nn.functional.normalize(sat + torch.randn(300, 32, generator=generator), dim=1)
+    ks = [1, 5, 10, 3]
+    assert_recall_equal(recall_at_k(sat, grd, ks, chunk_size=64), recall_from_distances(-(sat @ grd.T), ks))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    sat, grd = tied_descriptors(500, dim=16, seed=4)
+    utm = torch.rand(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 100
+    ks = list(range(1, 20))
+    assert_recall_equal(recall_at_k(sat.cuda(), grd.cuda(), ks, chunk_size=64), recall_at_k(sat, grd, ks))
+    assert_recall_equal(
+        recall_within_distance(sat.cuda().half(), grd.cuda().half(), utm.cuda(), ks, radius=5.0, chunk_size=64),
+        recall_within_distance(sat, grd, utm, ks, radius=5.0),
+    )
+
+
+@pytest.mark.parametrize(("radius", "chunk_size"), [(0.0, 13), (3.0, 1), (3.0, 13), (8.0, 64), (8.0, 100)])
+def test_recall_within_distance_equals_brute_force_loop(radius, chunk_size):
+    sat, grd = tied_descriptors(64, seed=6)
+    generator = torch.Generator().manual_seed(6)
+    utm = torch.rand(64, 2, dtype=torch.float64, generator=generator) * 40 + torch.tensor([3e5, 6e6])
+    utm[10] = utm[11]  # two images taken at the same spot
+    ks = list(range(1, 66))
+    p2s, s2p = brute_force_within((sat @ grd.T).numpy(), utm.numpy(), radius)
+    expected = {"p2s": percent(p2s, ks), "s2p": percent(s2p, ks)}
+    assert_recall_equal(recall_within_distance(sat, grd, utm, ks, radius=radius, chunk_size=chunk_size), expected)
+
+
+def test_a_nearby_wrong_reference_counts_as_found():
+    # Ground query 0's own aerial image ranks last (third); aerial 1, 3 m away, ranks first and aerial 2,
+    # 8 m away, second. Queries 1 and 2 find their own images first.
+    sat = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    grd = torch.tensor([[1.0, 0.0, 0.5], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    utm = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 8.0]], dtype=torch.float64)
+    assert recall_at_k(sat, grd, ks=[1, 2])["p2s"] == pytest.approx({"r@1": 100 * 2 / 3, "r@2": 100 * 2 / 3})
+    within = recall_within_distance(sat, grd, utm, ks=[1, 2], radius=5.0)
+    assert within["p2s"] == pytest.approx({"r@1": 100.0, "r@2": 100.0})
+    assert recall_within_distance(sat, grd, utm, ks=[1], radius=2.0)["p2s"]["r@1"] == pytest.approx(100 * 2 / 3)
+
+
+def test_recall_within_tiny_radius_equals_recall_at_k():
+    sat, grd = tied_descriptors(80, seed=7)
+    utm = torch.rand(80, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) * 1000
+    min_distance = torch.pdist(utm).min().item()
+    assert recall_within_distance(sat, grd, utm, radius=min_distance / 2, chunk_size=9) == recall_at_k(sat, grd)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: recall_at_k(torch.zeros(3, 4), torch.zeros(4, 4)), "same shape"),
+        (lambda: recall_at_k(torch.zeros(3, 4), torch.zeros(3, 4), chunk_size=0), "chunk_size"),
+        (lambda: recall_at_k(torch.zeros(3, 4), torch.zeros(3, 4), ks=[0]), "positive"),
+        (lambda: recall_at_k(torch.full((3, 4), float("nan")), torch.zeros(3, 4)), "NaN"),
+        (lambda: recall_within_distance(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, 2)), "utm"),
+        (lambda: recall_within_distance(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 2), radius=-1), "radius"),
+        (lambda: recall_from_distances(torch.zeros(3, 4)), "square"),
+    ],
+)
+def test_mistakes_raise_one_line_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

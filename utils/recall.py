@@ -1,0 +1,201 @@
+"""Recall@K for cross-view retrieval, computed the way the authors' code defines it.
+
+With distances ``d = 2 - 2 * sat @ grd.T`` (rows: aerial references, columns: ground queries), a
+query is found at k when fewer than k references are strictly closer than its true match:
+
+- p2s (ground query j against aerial references): count rows i with ``d[i, j] < d[j, j]``;
+- s2p (aerial query i against ground references): count columns j with ``d[i, j] < d[i, i]``.
+
+"r@1%" uses k = 0.01 * N as a float, not rounded (250 images -> k = 2.5, so counts 0, 1, 2 are found).
+
+`recall_from_distances` is the plain version on a full matrix. `recall_at_k` and
+`recall_within_distance` never build the N x N matrix: they walk over chunks of aerial rows, and one
+matrix product per chunk serves both directions, so memory stays O(N * chunk) and the time stays close
+to that of a single N x N x D matrix product. They compare similarities instead of distances, because
+``d[i, j] < d[j, j]`` is ``s[i, j] > s[j, j]`` without the rounding of ``2 - 2 * s``.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["recall_at_k", "recall_from_distances", "recall_within_distance"]
+
+# Aerial rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
+# and the matrix products run as fast as with larger chunks.
+DEFAULT_CHUNK_SIZE = 2048
+
+PairFinder = Callable[[int, int], tuple[Tensor, Tensor]]
+
+
+def _named_ks(ks: Sequence[float] | None, num_queries: int) -> list[tuple[str, float]]:
+    """Pair each k with its key; the default set names 0.01 * N "r@1%" as papers do."""
+    if ks is None:
+        return [("r@1", 1.0), ("r@5", 5.0), ("r@10", 10.0), ("r@1%", 0.01 * num_queries)]
+    named = []
+    for k in ks:
+        if not k > 0:
+            raise ValueError(f"recall k must be positive, got {k!r}")
+        named.append((f"r@{int(k)}" if float(k).is_integer() else f"r@{k}", float(k)))
+    return named
+
+
+def _recall_percent(closer: Tensor, ks: Sequence[float] | None) -> dict[str, float]:
+    """Percentage of queries with fewer than k references strictly closer than their match."""
+    n = closer.numel()
+    return {name: (closer < k).sum().item() * 100.0 / n for name, k in _named_ks(ks, n)}
+
+
+def _check_descriptors(sat: Tensor, grd: Tensor, chunk_size: int) -> None:
+    if sat.ndim != 2 or sat.shape != grd.shape or sat.shape[0] == 0:
+        raise ValueError(
+            f"expected aerial and ground descriptors of the same shape (N, D) with N > 0, "
+            f"got {tuple(sat.shape)} and {tuple(grd.shape)}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+
+
+@torch.no_grad()
+def recall_from_distances(dists: Tensor, ks: Sequence[float] | None = None) -> dict[str, dict[str, float]]:
+    """Recall in percent from a full (N, N) distance matrix, aerial rows x ground columns.
+
+    The direct, obviously correct version of the metric; it holds N x N values, so it serves tests
+    and small galleries.
+    """
+    if dists.ndim != 2 or dists.shape[0] != dists.shape[1]:
+        raise ValueError(f"expected a square (N, N) distance matrix, got shape {tuple(dists.shape)}")
+    positive = dists.diagonal()
+    closer_p2s = (dists < positive[None, :]).sum(0)
+    closer_s2p = (dists < positive[:, None]).sum(1)
+    return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
+
+
+def _count_closer(sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """Per query, the number of references strictly more similar than its best positive reference.
+
+    `positive_pairs(start, stop)` gives the (aerial row, ground column) index pairs that count as
+    true matches for aerial rows in [start, stop). Their similarities come from row-wise dot
+    products; in the matrix products those entries are masked, so each query compares the other
+    references against one value, as if the matrix held the dot products at the positive entries.
+    """
+    dtype = torch.promote_types(sat.dtype, torch.float32)
+    sat = sat.to(dtype).contiguous()
+    grd = grd.to(dtype).contiguous()
+    n, dim = sat.shape
+    chunk_size = min(chunk_size, n)
+    pair_batch = max(1, chunk_size * n // (2 * dim))  # gathered pairs take no more memory than a block
+
+    best_p2s = torch.full((n,), float("-inf"), dtype=dtype, device=sat.device)
+    best_s2p = torch.full((n,), float("-inf"), dtype=dtype, device=sat.device)
+    for start in range(0, n, chunk_size):
+        rows, cols = positive_pairs(start, min(start + chunk_size, n))
+        for batch_rows, batch_cols in zip(rows.split(pair_batch), cols.split(pair_batch), strict=True):
+            sims = torch.einsum("pd,pd->p", sat[batch_rows], grd[batch_cols])
+            best_p2s.scatter_reduce_(0, batch_cols, sims, "amax")
+            best_s2p.scatter_reduce_(0, batch_rows, sims, "amax")
+    if not (torch.isfinite(best_p2s).all() and torch.isfinite(best_s2p).all()):
+        raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
+
+    # Comparisons go into float 0/1 buffers: summing floats is several times faster than summing
+    # booleans, and float32 counts are exact below 2**24.
+    count_dtype = dtype if n < 2**24 else torch.float64
+    closer_p2s = torch.zeros(n, dtype=torch.int64, device=sat.device)
+    closer_s2p = torch.empty(n, dtype=torch.int64, device=sat.device)
+    block_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
+    closer_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
+        rows, cols = positive_pairs(start, stop)
+        block[rows - start, cols] = float("-inf")
+        closer = torch.gt(block, best_s2p[start:stop, None], out=closer_buffer[: stop - start])
+        closer_s2p[start:stop] = closer.sum(1, dtype=count_dtype).to(torch.int64)
+        closer = torch.gt(block, best_p2s[None, :], out=block)  # the block's last use
+        closer_p2s += closer.sum(0, dtype=count_dtype).to(torch.int64)
+    return closer_p2s, closer_s2p
+
+
+@torch.no_grad()
+def recall_at_k(
+    sat: Tensor, grd: Tensor, ks: Sequence[float] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> dict[str, dict[str, float]]:
+    """Recall in percent of paired descriptors (row i of `sat` matches row i of `grd`), both directions.
+
+    Returns ``{"p2s": {"r@1": .., "r@5": .., "r@10": .., "r@1%": ..}, "s2p": {...}}`` for the default
+    ks, or keys ``f"r@{k}"`` for the given ones. Works in chunks of `chunk_size` aerial rows on the
+    descriptors' device, in float32 at least, without ever holding the N x N matrix.
+    """
+    _check_descriptors(sat, grd, chunk_size)
+
+    def diagonal_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
+        index = torch.arange(start, stop, device=sat.device)
+        return index, index
+
+    closer_p2s, closer_s2p = _count_closer(sat, grd, diagonal_pairs, chunk_size)
+    return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
+
+
+def _radius_pair_finder(utm: Tensor, radius: float, max_candidates: int = 2**22) -> PairFinder:
+    """Pairs of images at most `radius` apart, found among neighbours in easting order.
+
+    Sorting by easting keeps the work proportional to the number of candidates in a narrow easting
+    window instead of N x N; queries go in batches of about `max_candidates` candidates, so images
+    lined up along a north-south street cannot blow up the temporaries.
+    """
+    order = torch.argsort(utm[:, 0])
+    sorted_easting = utm[order, 0].contiguous()
+    # A little wider than the radius so rounding in easting +- radius never drops a neighbour.
+    window = radius * 1.01 + 1e-6
+
+    def close_candidates(queries: Tensor, first: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+        rows = torch.repeat_interleave(queries, counts)
+        offsets = torch.repeat_interleave(first - (counts.cumsum(0) - counts), counts)
+        cols = order[offsets + torch.arange(rows.numel(), device=utm.device)]
+        offset = utm[rows] - utm[cols]
+        close = torch.hypot(offset[:, 0], offset[:, 1]) <= radius
+        return rows[close], cols[close]
+
+    def pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
+        easting = utm[start:stop, 0]
+        first = torch.searchsorted(sorted_easting, easting - window)
+        counts = torch.searchsorted(sorted_easting, easting + window, right=True) - first
+        cumulative = counts.cumsum(0)
+        thresholds = list(range(max_candidates, int(cumulative[-1]), max_candidates))
+        splits = torch.searchsorted(cumulative, torch.tensor(thresholds, dtype=cumulative.dtype, device=utm.device))
+        queries = torch.arange(start, stop, device=utm.device)
+        batches = zip(*(part.tensor_split(splits.tolist()) for part in (queries, first, counts)), strict=True)
+        found = [close_candidates(*batch) for batch in batches]
+        return torch.cat([rows for rows, _ in found]), torch.cat([cols for _, cols in found])
+
+    return pairs
+
+
+@torch.no_grad()
+def recall_within_distance(
+    sat: Tensor,
+    grd: Tensor,
+    utm: Tensor,
+    ks: Sequence[float] | None = None,
+    radius: float = 5.0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, dict[str, float]]:
+    """Recall in percent where any reference within `radius` metres of the query counts as a match.
+
+    CVACT's test split is densely sampled, so a neighbouring image a few metres away shows the same
+    place. `utm` is (N, 2) easting/northing in metres for the pairs. A query is found at k when fewer
+    than k references are strictly more similar than its most similar reference within `radius`
+    (distance <= radius), consistent with `recall_at_k`, which this equals when no two positions are
+    within `radius` of each other. Same keys, chunking and memory as `recall_at_k`.
+    """
+    _check_descriptors(sat, grd, chunk_size)
+    if utm.shape != (sat.shape[0], 2):
+        raise ValueError(f"expected utm of shape ({sat.shape[0]}, 2), got {tuple(utm.shape)}")
+    if not torch.isfinite(utm).all():
+        raise ValueError("utm positions contain NaN or inf")
+    if not radius >= 0:
+        raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
+    utm = utm.to(device=sat.device, dtype=torch.float64)
+    closer_p2s, closer_s2p = _count_closer(sat, grd, _radius_pair_finder(utm, radius), chunk_size)
+    return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
