@@ -122,18 +122,6 @@ def test_normalised_random_descriptors_match_full_matrix():
     assert_recall_equal(recall_at_k(sat, grd, ks, chunk_size=64), recall_from_distances(-(sat @ grd.T), ks))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    sat, grd = tied_descriptors(500, dim=16, seed=4)
-    utm = torch.rand(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 100
-    ks = list(range(1, 20))
-    assert_recall_equal(recall_at_k(sat.cuda(), grd.cuda(), ks, chunk_size=64), recall_at_k(sat, grd, ks))
-    assert_recall_equal(
-        recall_within_distance(sat.cuda().half(), grd.cuda().half(), utm.cuda(), ks, radius=5.0, chunk_size=64),
-        recall_within_distance(sat, grd, utm, ks, radius=5.0),
-    )
-
-
 @pytest.mark.parametrize(("radius", "chunk_size"), [(0.0, 13), (3.0, 1), (3.0, 13), (8.0, 64), (8.0, 100)])
 def test_recall_within_distance_equals_brute_force_loop(radius, chunk_size):
     sat, grd = tied_descriptors(64, seed=6)
