@@ -1,0 +1,206 @@
+"""The synthetic world: reproducible, written in CVUSA's and CVACT's exact layouts, views that agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+from dataset import synthetic
+from dataset.synthetic import BUILDING, CELL_M, GROUND, REACH_M, SAT_FOOTPRINT_M, World, generate
+
+NUM_TRAIN, NUM_VAL = 10, 6
+SAT_SIZE, GRD_SIZE = (64, 64), (32, 128)
+LINE_19ZL = re.compile(r"^bingmap/19/(\d{7})\.jpg,streetview/panos/\1\.jpg,streetview/annotations/\1\.png$")
+
+
+def tiny_world(out_dir: Path, seed: int = 3) -> dict:
+    return generate(out_dir, NUM_TRAIN, NUM_VAL, seed=seed, sat_size=SAT_SIZE, grd_size=GRD_SIZE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out_dir = tmp_path_factory.mktemp("synthetic")
+    return out_dir, tiny_world(out_dir)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def split_ids(cvusa: Path, split: str) -> list[str]:
+    lines = (cvusa / "splits" / f"{split}-19zl.csv").read_text().splitlines()
+    matches = [LINE_19ZL.match(line) for line in lines]
+    assert all(matches), lines
+    return [match.group(1) for match in matches]
+
+
+def load_mat(cvact: Path) -> dict:
+    return scipy.io.loadmat(cvact / "ACT_data.mat")
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_summary_counts_and_paths(written):
+    out_dir, summary = written
+    assert summary["num_train"] == NUM_TRAIN and summary["num_val"] == NUM_VAL
+    assert Path(summary["cvusa_root"]) == out_dir / "CVUSA" and Path(summary["cvact_root"]) == out_dir / "CVACT"
+    assert summary["sat_metres_per_pixel"] == pytest.approx(SAT_FOOTPRINT_M / SAT_SIZE[1])
+    assert summary["map_metres_per_cell"] == CELL_M and summary["seconds"] > 0
+
+
+def test_cvusa_layout_has_19zl_splits_and_every_image(written):
+    cvusa = written[0] / "CVUSA"
+    train, val = split_ids(cvusa, "train"), split_ids(cvusa, "val")
+    assert train + val == [f"{n:07d}" for n in range(1, NUM_TRAIN + NUM_VAL + 1)]
+    assert sorted(p.name for p in (cvusa / "sat").iterdir()) == [f"{i}.jpg" for i in train + val]
+    assert sorted(p.name for p in (cvusa / "grd").iterdir()) == [f"{i}.png" for i in train + val]
+
+
+def test_cvact_mat_loads_the_way_the_authors_read_it(written):
+    cvact = written[0] / "CVACT"
+    mat = load_mat(cvact)
+    pano_ids, utm = mat["panoIds"], mat["utm"]
+    total = NUM_TRAIN + NUM_VAL
+    assert pano_ids.shape == (total,) and len(set(pano_ids)) == total
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", pano_id) for pano_id in pano_ids)
+    assert utm.shape == (total, 2) and utm.dtype == np.float64
+    train = mat["trainSet"]["trainInd"][0][0]
+    val, val_all = mat["valSet"]["valInd"][0][0], mat["valSetAll"]["valInd"][0][0]
+    assert train.shape == (NUM_TRAIN, 1) and val.shape == (NUM_VAL, 1)
+    np.testing.assert_array_equal(val, val_all)
+    assert sorted(np.concatenate([train, val]).ravel().astype(int)) == list(range(1, total + 1))  # 1-based
+    for pano_id in pano_ids:
+        assert (cvact / "sat" / f"{pano_id}_satView_polish.jpg").is_file()
+        assert (cvact / "grd" / f"{pano_id}_grdView.jpg").is_file()
+    assert len(list((cvact / "sat").iterdir())) == len(list((cvact / "grd").iterdir())) == total
+
+
+def test_both_layouts_hold_the_same_pairs(written):
+    out_dir = written[0]
+    pano_ids = load_mat(out_dir / "CVACT")["panoIds"]
+    for number, pano_id in ((1, pano_ids[0]), (NUM_TRAIN + NUM_VAL, pano_ids[-1])):
+        cvusa_sat = (out_dir / "CVUSA" / "sat" / f"{number:07d}.jpg").read_bytes()
+        assert cvusa_sat == (out_dir / "CVACT" / "sat" / f"{pano_id}_satView_polish.jpg").read_bytes()
+        png = read_rgb(out_dir / "CVUSA" / "grd" / f"{number:07d}.png").astype(float)
+        jpg = read_rgb(out_dir / "CVACT" / "grd" / f"{pano_id}_grdView.jpg").astype(float)
+        assert np.abs(png - jpg).mean() < 6.0  # same panorama, lossless versus JPEG
+
+
+def test_validation_region_is_disjoint_from_training_with_a_margin(written):
+    mat = load_mat(written[0] / "CVACT")
+    utm = mat["utm"]
+    train = utm[mat["trainSet"]["trainInd"][0][0].ravel().astype(int) - 1]
+    val = utm[mat["valSet"]["valInd"][0][0].ravel().astype(int) - 1]
+    gaps = np.linalg.norm(train[:, None] - val[None], axis=-1)
+    assert gaps.min() > max(SAT_FOOTPRINT_M * np.sqrt(2), 2 * REACH_M) - 1.0  # no shared crop, nothing seen twice
+    for points in (train, val):
+        spacing = np.linalg.norm(points[:, None] - points[None], axis=-1) + np.eye(len(points)) * 1e9
+        assert spacing.min() >= synthetic.MIN_SPACING_M - CELL_M
+
+
+def test_images_have_the_configured_sizes(written):
+    out_dir = written[0]
+    for layout in ("CVUSA", "CVACT"):
+        for folder, size in (("sat", SAT_SIZE), ("grd", GRD_SIZE)):
+            for path in (out_dir / layout / folder).iterdir():
+                assert read_rgb(path).shape == (*size, 3), path
+
+
+def test_panoramas_have_sky_on_top_and_ground_below(written):
+    panoramas = np.stack([read_rgb(p).astype(float) for p in sorted((written[0] / "CVUSA" / "grd").iterdir())])
+    rows = panoramas.shape[1]
+    top, bottom = panoramas[:, : rows // 8].mean(axis=(0, 1, 2)), panoramas[:, -rows // 4 :].mean(axis=(0, 1, 2))
+    assert top.mean() > 110 and top[2] > top[0] + 30, top  # bright and blue
+    assert (top[2] - top[0]) - (bottom[2] - bottom[0]) > 30, (top, bottom)  # the ground is not sky-blue
+
+
+def test_same_seed_gives_identical_files_and_another_seed_different_ones(written, tmp_path):
+    first = all_files(written[0])
+    again = tiny_world(tmp_path / "again")
+    assert again["num_train"] == NUM_TRAIN
+    assert all_files(tmp_path / "again") == first
+    tiny_world(tmp_path / "other", seed=4)
+    other = all_files(tmp_path / "other")
+    assert other.keys() != first.keys()  # CVACT's random panoIds differ
+    assert other["CVUSA/sat/0000001.jpg"] != first["CVUSA/sat/0000001.jpg"]
+    assert other["CVUSA/grd/0000001.png"] != first["CVUSA/grd/0000001.png"]
+
+
+def test_plot_pairs_writes_a_picture_of_several_pairs(written, tmp_path):
+    png = synthetic.plot_pairs(written[0], tmp_path / "pairs.png", n=3)
+    image = read_rgb(png)
+    assert image.shape[0] > 200 and image.shape[1] > 600
+    assert image.std() > 30  # pictures, not a blank canvas
+    assert synthetic.plot_pairs(written[0] / "CVUSA", tmp_path / "again.png", n=2, split="train").is_file()
+
+
+def test_cli_writes_layouts_sizes_and_plot(tmp_path, capsys):
+    out_dir, png = tmp_path / "cli", tmp_path / "cli.png"
+    argv = ["--out", str(out_dir), "--num_train", "4", "--num_val", "2", "--seed", "5"]
+    summary = synthetic.main([*argv, "--sat_size", "40", "56", "--grd_size", "24", "96", "--plot", str(png), "--quiet"])
+    assert '"num_train": 4' in capsys.readouterr().out
+    assert summary["plot"] == str(png) and png.is_file()
+    assert read_rgb(out_dir / "CVUSA" / "sat" / "0000001.jpg").shape == (40, 56, 3)
+    assert read_rgb(out_dir / "CVUSA" / "grd" / "0000006.png").shape == (24, 96, 3)
+    assert len(split_ids(out_dir / "CVUSA", "val")) == 2
+
+
+def test_bad_arguments_fail_with_one_line(tmp_path):
+    with pytest.raises(ValueError, match="num_train and num_val must be at least 1"):
+        generate(tmp_path, 0, 3, progress=False)
+    with pytest.raises(ValueError, match=r"grd_size must be \(height, width\)"):
+        generate(tmp_path, 2, 2, grd_size=(4, 16), progress=False)
+    with pytest.raises(FileNotFoundError, match="val-19zl.csv not found"):
+        synthetic.plot_pairs(tmp_path / "missing", tmp_path / "x.png")
+
+
+def tower_world(offset_m: tuple[float, float]) -> tuple[World, np.ndarray]:
+    """Flat grass with one red 20 m tower `offset_m` (north, east) metres from the centre cell."""
+    size = 2 * (synthetic._cells(REACH_M) + 20)
+    world = World(
+        albedo=np.full((size, size, 3), (110, 140, 70), np.uint8),
+        height=np.zeros((size, size), np.float32),
+        kind=np.full((size, size), GROUND, np.uint8),
+        aerial_shade=np.full((size, size), 255, np.uint8),
+        train_box=(0, 0, size, size),
+        val_box=(0, 0, size, size),
+    )
+    centre = np.array([size // 2, size // 2])
+    row, col = centre[0] - synthetic._cells(offset_m[0]), centre[1] + synthetic._cells(offset_m[1])
+    half = synthetic._cells(3.0)
+    world.albedo[row - half : row + half, col - half : col + half] = (210, 30, 30)
+    world.height[row - half : row + half, col - half : col + half] = 20.0
+    world.kind[row - half : row + half, col - half : col + half] = BUILDING
+    return world, centre
+
+
+# (north, east) offset of the tower and the panorama column, as a fraction of the width, that must show it
+COMPASS = [((15.0, 0.0), 0.5), ((0.0, 15.0), 0.75), ((-15.0, 0.0), 0.0), ((0.0, -15.0), 0.25)]
+
+
+@pytest.mark.parametrize(("offset_m", "column_fraction"), COMPASS)
+def test_a_tower_stands_in_its_compass_direction_in_both_views(offset_m, column_fraction):
+    world, centre = tower_world(offset_m)
+    rng = np.random.default_rng(0)
+    panorama = synthetic.render_panorama(world, centre, (64, 256), rng).astype(float)
+
+    def colour_at(fraction: float) -> np.ndarray:  # rows 2-20: 11-37 degrees up, the tower or the sky
+        column = int(fraction * 256) % 256
+        return panorama[2:20, max(column - 2, 0) : column + 3].mean(axis=(0, 1))
+
+    facing, behind = colour_at(column_fraction), colour_at(column_fraction + 0.5)
+    assert facing[0] - facing[2] > 50, facing  # red tower
+    assert behind[2] - behind[0] > 40, behind  # blue sky
+    aerial = synthetic.render_aerial(world, centre, (64, 64), rng).astype(int)
+    red_rows, red_cols = np.nonzero(aerial[..., 0] - aerial[..., 1] > 100)
+    north, east = 31.5 - red_rows.mean(), red_cols.mean() - 31.5
+    assert np.allclose((north, east), np.array(offset_m) * 64 / SAT_FOOTPRINT_M, atol=2.0)
