@@ -97,7 +97,7 @@ def checkpoint_for_another_sa_num(world, tmp_path):
 
     torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128), sa_num=4).state_dict()},
                tmp_path / "weights.pth")
-    return world, "CVUSA", "has shape (1, 32, 4) but the model expects (1, 32, 8); check --sa_num"
+    return world, "CVUSA", "tensor sa1.w1 has shape (64, 32, 4) but the model expects (64, 32, 8); check --sa_num"
 
 
 @pytest.mark.parametrize("case", [act_data_without_utm, text_file_as_checkpoint, checkpoint_for_another_sa_num])
