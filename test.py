@@ -23,6 +23,7 @@ from utils.cli import (
     setup_logging,
     write_json_atomically,
 )
+from utils.figures import write_test_report
 
 DIRECTIONS = {"p2s": "ground->aerial", "s2p": "aerial->ground"}
 
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info(recall_table(results, f"{name} {split}, {len(dataset)} pairs, checkpoint {opt.checkpoint}"
                                    + (f", found within {radius:g} m" if radius is not None else "")))
     write_json_atomically(run_dir / "results.json", summary)
+    report = write_test_report(run_dir, Path(opt.results_dir) / "results.csv", summary, module.eval_descriptors,
+                               dataset)
+    log.info("figures and table row: %s", ", ".join(str(path) for path in report.values()))
     if opt.save_descriptors:
         save_descriptors(Path(opt.save_descriptors), module.eval_descriptors, dataset.ids)
         log.info("descriptors: %s", opt.save_descriptors)

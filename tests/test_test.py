@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -31,6 +32,9 @@ def test_testing_a_trained_run_writes_results_and_prints_the_table(tiny_world, t
     assert results["p2s"]["r@1"] == pytest.approx(summary["val/p2s_r@1"])
     printed = capsys.readouterr().out
     assert "ground->aerial" in printed and "R@1%" in printed and str(tmp_path / "t" / "results.json") in printed
+    assert (tmp_path / "t" / "recall_curve.png").is_file() and (tmp_path / "t" / "retrievals.png").is_file()
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 1 and rows[0]["run_folder"] == str(tmp_path / "t") and rows[0]["num"] == "13"
 
 
 def test_published_weights_give_the_reference_models_descriptors(tiny_world, reference_checkpoint, tmp_path):
@@ -70,6 +74,8 @@ def test_ddp_over_two_cpu_processes_gives_the_single_process_recall(tiny_world, 
     assert two["num"] == one["num"] == 13
     assert (two["p2s"], two["s2p"]) == (one["p2s"], one["s2p"])
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["one", "two"]
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))  # one row per run: only rank 0 writes
+    assert [row["run_folder"] for row in rows] == [str(tmp_path / "one"), str(tmp_path / "two")]
 
 
 def test_testing_without_a_checkpoint_is_refused(tiny_world, tmp_path):

@@ -1,0 +1,151 @@
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import localize
+import test as test_script
+from dataset.cvact import CVACT
+from dataset.cvusa import CVUSA
+from tests.helpers import TINY_SIZES, run_script, tiny_run_args
+from tests.utils.test_figures import assert_readable_png
+from utils.checkpoint import CheckpointError
+from utils.cli import UsageError
+from utils.images import ImageReadError
+
+SIZES = {"sat_size": (64, 64), "grd_size": (32, 128)}
+MATCH_LINE = re.compile(r"^\s+(\d+)\s+(-?\d+\.\d+)\s+(\S+)(.*)$")
+
+
+def printed_matches(output):
+    """{panorama path: [(id, rest of the line), ...] in the printed order} from localize.py's output."""
+    matches, current = {}, None
+    for line in output.splitlines():
+        if ": top " in line and line.endswith("aerial images"):
+            current = line.split(": top ")[0]
+            matches[current] = []
+        elif current is not None and (found := MATCH_LINE.match(line)):
+            matches[current].append((found.group(3), found.group(4)))
+    return matches
+
+
+@pytest.fixture
+def val_split(tiny_world):
+    return CVUSA(tiny_world / "CVUSA", "val", **SIZES)
+
+
+@pytest.fixture
+def aerial_dir(val_split, tmp_path):
+    """The validation split's aerial images alone in a folder: the gallery test.py ranks against."""
+    folder = tmp_path / "aerial"
+    folder.mkdir()
+    for path in val_split.sat_paths:
+        shutil.copy(path, folder)
+    return folder
+
+
+def localize_args(checkpoint, *extra):
+    return ["--checkpoint", str(checkpoint), *TINY_SIZES, "--gpu", "-1", "--num_workers", "0", *extra]
+
+
+def test_ranks_are_those_of_the_descriptors_test_py_computes(tiny_world, tiny_trained_run, val_split, aerial_dir,
+                                                             tmp_path, capsys):
+    checkpoint = tiny_trained_run / "best.ckpt"
+    saved = tmp_path / "descriptors.npz"
+    args = tiny_run_args(tiny_world, tmp_path / "runs", "--checkpoint", str(checkpoint), "--save_descriptors",
+                         str(saved))
+    assert test_script.main(args) == 0
+    capsys.readouterr()
+    index = tmp_path / "gallery.npz"
+    assert localize.main(localize_args(checkpoint, "--aerial_dir", str(aerial_dir), "--index", str(index),
+                                       "--top_k", "13", *val_split.grd_paths)) == 0
+
+    printed = printed_matches(capsys.readouterr().out)
+    arrays = np.load(saved)
+    similarities = arrays["grd"] @ arrays["sat"].T
+    ranks = []
+    for query, (pair_id, path) in enumerate(zip(val_split.ids, val_split.grd_paths, strict=True)):
+        expected = 1 + int(np.sum(similarities[query] > similarities[query, query]))
+        listed = [match_id for match_id, _ in printed[path]]
+        assert len(listed) == 13 and listed.index(pair_id) + 1 == expected, (path, listed)
+        ranks.append(expected)
+    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert ranks.count(1) == round(results["p2s"]["r@1"] * 13 / 100)  # rank 1 exactly where test.py counts R@1
+
+    figure = tmp_path / "matches.png"
+    assert localize.main(localize_args(checkpoint, "--index", str(index), "--figure", str(figure),
+                                       *val_split.grd_paths[:2])) == 0
+    assert_readable_png(figure, min_bytes=20_000)
+
+
+def test_a_second_call_reuses_the_index_until_it_goes_stale(tiny_trained_run, val_split, aerial_dir, tmp_path,
+                                                            capsys):
+    checkpoint = tmp_path / "model.ckpt"
+    shutil.copy(tiny_trained_run / "best.ckpt", checkpoint)
+    index = tmp_path / "gallery.npz"
+    args = localize_args(checkpoint, "--aerial_dir", str(aerial_dir), "--index", str(index))
+    assert localize.main(args) == 0
+    assert f"indexed 13 aerial images of {aerial_dir} into {index}" in capsys.readouterr().out
+    built = index.stat().st_mtime_ns
+    with np.load(index) as arrays:
+        assert arrays["descriptors"].shape == (13, 2048) and list(arrays["ids"]) == val_split.ids
+        assert "positions" not in arrays
+
+    assert localize.main([*args, val_split.grd_paths[0]]) == 0
+    output = capsys.readouterr().out
+    assert "gallery pass skipped" in output and val_split.grd_paths[0] in printed_matches(output)
+    assert localize.main(localize_args(checkpoint, "--index", str(index), val_split.grd_paths[1])) == 0
+    assert "gallery pass skipped" in capsys.readouterr().out
+    assert index.stat().st_mtime_ns == built
+
+    later = checkpoint.stat().st_mtime + 60
+    os.utime(checkpoint, (later, later))
+    with pytest.raises(UsageError, match=r"gallery.npz is stale: the checkpoint was modified .*--rebuild_index"):
+        localize.main(args)
+    assert localize.main([*args, "--rebuild_index"]) == 0
+    assert "indexed 13 aerial images" in capsys.readouterr().out
+
+    shutil.copy(val_split.sat_paths[0], aerial_dir / "extra.jpg")
+    with pytest.raises(UsageError, match="is stale: the images in .* changed"):
+        localize.main(args)
+
+
+def test_a_cvact_index_file_gives_the_matches_positions(tiny_world, tiny_trained_run, tmp_path, capsys):
+    val = CVACT(tiny_world / "CVACT", "val", **SIZES)
+    index = tmp_path / "act.npz"
+    mat = tiny_world / "CVACT" / "ACT_data.mat"
+    assert localize.main(localize_args(tiny_trained_run / "best.ckpt", "--mat", str(mat), "--mat_split", "val",
+                                       "--index", str(index), "--top_k", "3", val.grd_paths[0])) == 0
+    output = capsys.readouterr().out
+    assert "easting" in output and "northing" in output
+    matches = printed_matches(output)[val.grd_paths[0]]
+    assert len(matches) == 3
+    for match_id, rest in matches:
+        easting, northing = (float(value) for value in rest.split()[:2])
+        np.testing.assert_allclose((easting, northing), val.utm[val.ids.index(match_id)], atol=0.01)
+    with np.load(index) as arrays:
+        np.testing.assert_array_equal(arrays["positions"], val.utm)
+
+
+def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path):
+    checkpoint = tiny_trained_run / "best.ckpt"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"--aerial_dir .*empty: no images \(.jpg"):
+        localize.main(localize_args(checkpoint, "--aerial_dir", str(tmp_path / "empty")))
+    with pytest.raises(UsageError, match="no --index given; pass --aerial_dir DIR or --mat"):
+        localize.main(localize_args(checkpoint))
+    with pytest.raises(CheckpointError, match="nothing.ckpt does not exist"):
+        localize.main(localize_args(tmp_path / "nothing.ckpt", "--aerial_dir", str(tmp_path / "empty")))
+    with pytest.raises(ImageReadError, match="cannot read panorama .*pano.jpg: file does not exist"):
+        localize.main(localize_args(checkpoint, "--aerial_dir", str(tmp_path / "empty"), str(tmp_path / "pano.jpg")))
+    (tmp_path / "junk.npz").write_text("not an index")
+    with pytest.raises(UsageError, match="junk.npz: not an index written by localize.py"):
+        localize.main(localize_args(checkpoint, "--index", str(tmp_path / "junk.npz")))
+
+    result = run_script("localize.py", *localize_args(checkpoint, "--aerial_dir", str(tmp_path / "nowhere")))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --aerial_dir {tmp_path / 'nowhere'}: not a folder; expected a folder of aerial images"]

@@ -1,0 +1,120 @@
+import csv
+
+import cv2
+import torch
+
+from dataset.cvact import CVACT
+from dataset.cvusa import CVUSA
+from utils.figures import (
+    CSV_COLUMNS,
+    append_results_row,
+    curve_max_k,
+    evaluation_retrievals,
+    recall_curve,
+    results_row,
+    write_test_report,
+)
+from utils.recall import recall_at_k
+
+SIZES = {"sat_size": (64, 64), "grd_size": (32, 128)}
+
+
+def assert_readable_png(path, min_bytes=5_000):
+    """A PNG by its magic bytes, decodable, of some size, and not a single colour."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(data) > min_bytes, (path, len(data))
+    image = cv2.imread(str(path))
+    assert image is not None and image.ndim == 3, path
+    assert image.reshape(-1, 3).std(axis=0).max() > 10, path
+    return image
+
+
+def noisy_descriptors(num, dim=32, noise=0.9, seed=0):
+    """Ground descriptors close to their aerial pairs: some queries at rank 1, some further down."""
+    generator = torch.Generator().manual_seed(seed)
+    sat = torch.nn.functional.normalize(torch.randn(num, dim, generator=generator), dim=1)
+    grd = torch.nn.functional.normalize(sat + noise * torch.randn(num, dim, generator=generator), dim=1)
+    return {"sat": sat, "grd": grd}
+
+
+def summary_for(dataset_name, split, num, radius=None, checkpoint="/runs/a/best.ckpt"):
+    figures = {"r@1": 50.0, "r@5": 75.0, "r@10": 90.0, "r@1%": 50.0}
+    return {"dataset": dataset_name, "split": split, "num": num, "checkpoint": checkpoint, "p2s": figures,
+            "s2p": figures, "match_radius_m": radius, "precision": "32", "no_fc": False, "sa_num": 8,
+            "sat_size": [64, 64], "grd_size": [32, 128]}
+
+
+def test_the_report_draws_readable_figures_and_adds_a_table_row(tiny_world, tmp_path):
+    dataset = CVUSA(tiny_world / "CVUSA", "val", **SIZES)
+    descriptors = noisy_descriptors(len(dataset))
+    written = write_test_report(tmp_path, tmp_path / "results.csv", summary_for("CVUSA", "val", len(dataset)),
+                                descriptors, dataset)
+    assert written == {"recall_curve": tmp_path / "recall_curve.png", "retrievals": tmp_path / "retrievals.png",
+                       "results_csv": tmp_path / "results.csv"}
+    assert_readable_png(written["recall_curve"])
+    image = assert_readable_png(written["retrievals"], min_bytes=20_000)
+    assert image.shape[1] > image.shape[0]  # a panorama and six aerial columns per row
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 1 and rows[0]["dataset"] == "CVUSA" and rows[0]["p2s_r@1"] == "50.0000"
+
+
+def test_cvact_test_split_figures_count_neighbours_within_the_radius(tiny_world, tmp_path):
+    dataset = CVACT(tiny_world / "CVACT", "test", **SIZES)
+    descriptors = noisy_descriptors(len(dataset), seed=1)
+    written = write_test_report(tmp_path, tmp_path / "results.csv", summary_for("CVACT", "test", len(dataset), 5.0),
+                                descriptors, dataset)
+    assert_readable_png(written["recall_curve"])
+    assert_readable_png(written["retrievals"])
+    retrievals = evaluation_retrievals(descriptors, dataset, radius=1e6)  # every reference counts
+    assert all(r.is_match[0] and "rank 1" in r.query_title and "m from the query" in r.titles[0] for r in retrievals)
+
+
+def test_recall_curve_agrees_with_recall_at_k_and_reaches_one_percent_of_the_gallery():
+    descriptors = noisy_descriptors(1500, noise=1.5)
+    ks, curves = recall_curve(descriptors["sat"], descriptors["grd"])
+    assert ks == list(range(1, 16))  # 1% of 1500
+    reference = recall_at_k(descriptors["sat"], descriptors["grd"])
+    for direction in ("p2s", "s2p"):
+        assert [curves[direction][k - 1] for k in (1, 5, 10, 15)] == [
+            reference[direction][name] for name in ("r@1", "r@5", "r@10", "r@1%")]
+        assert curves[direction] == sorted(curves[direction])
+    assert (curve_max_k(13), curve_max_k(7), curve_max_k(92802)) == (10, 7, 929)
+
+
+def test_retrievals_rank_the_true_match_as_the_metric_does(tiny_world):
+    dataset = CVUSA(tiny_world / "CVUSA", "val", **SIZES)
+    descriptors = noisy_descriptors(len(dataset), noise=1.2, seed=4)
+    retrievals = evaluation_retrievals(descriptors, dataset, num_queries=len(dataset), top_k=5)
+    similarities = descriptors["grd"] @ descriptors["sat"].T
+    for query, retrieval in enumerate(retrievals):
+        rank = 1 + int((similarities[query] > similarities[query, query]).sum())
+        assert f"true match at rank {rank}" in retrieval.query_title
+        assert retrieval.is_match.count(True) == 1
+        position = retrieval.is_match.index(True)
+        assert position == (rank - 1 if rank <= 5 else 5)
+        assert f"rank {rank} " in retrieval.titles[position] and dataset.ids[query] in retrieval.titles[position]
+        assert retrieval.query.shape == (32, 128, 3) and retrieval.images[0].shape == (64, 64, 3)
+
+
+def test_the_results_table_keeps_one_header_and_skips_a_foreign_one(tmp_path):
+    table = tmp_path / "deeper" / "results.csv"
+    for run in ("a", "b"):
+        assert append_results_row(table, results_row(summary_for("CVUSA", "val", 13), tmp_path / run))
+    lines = table.read_text().splitlines()
+    assert lines[0] == ",".join(CSV_COLUMNS) and len(lines) == 3
+    assert [row["run_folder"] for row in csv.DictReader(lines)] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert list(csv.DictReader(lines))[0]["sat_size"] == "64x64"
+
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("name,score\nx,1\n")
+    assert not append_results_row(foreign, results_row(summary_for("CVUSA", "val", 13), tmp_path))
+    assert foreign.read_text() == "name,score\nx,1\n"
+
+
+def test_a_gallery_smaller_than_the_top_five_still_draws(tiny_world, tmp_path):
+    dataset = torch.utils.data.Subset(CVUSA(tiny_world / "CVUSA", "val", **SIZES), range(3))
+    dataset.ids = dataset.dataset.ids[:3]
+    written = write_test_report(tmp_path, tmp_path / "results.csv", summary_for("CVUSA", "val", 3),
+                                noisy_descriptors(3), dataset)
+    assert all(path.is_file() for path in written.values())
