@@ -97,4 +97,5 @@ def save_descriptors(path: Path, descriptors: dict, ids: list[str]) -> None:
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*overridden `on_after_batch_transfer`.*")  # scaling on the device, by design
     run_main(main, KNOWN_ERRORS)

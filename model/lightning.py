@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -16,6 +17,8 @@ from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
 from utils.images import to_model_range
 from utils.recall import recall_at_k, recall_within_distance
+
+log = logging.getLogger("cvgl")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -180,3 +183,7 @@ class CrossViewModule(pl.LightningModule):
         for direction, figures in results.items():
             for name, value in figures.items():
                 self.log(f"{stage}/{direction}_{name}", value, sync_dist=True, prog_bar=name == "r@1")
+        if stage == "val" and self.trainer.is_global_zero:
+            line = "  ".join(f"{direction} " + " ".join(f"R@{name[2:]} {value:.2f}" for name, value in figures.items())
+                             for direction, figures in results.items())
+            log.info("epoch %d validation, %d pairs: %s", self.schedule_epoch, len(gallery["sat"]), line)

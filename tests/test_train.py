@@ -1,9 +1,11 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
+import test as test_script
 import train
 from tests.helpers import run_script, tiny_run_args
 from utils.checkpoint import read_checkpoint
@@ -17,7 +19,9 @@ def test_a_run_folder_holds_options_log_and_checkpoints(tiny_trained_run):
     assert options["n_epochs"] == 2 and options["sa_num"] == 8
     summary = json.loads((tiny_trained_run / "summary.json").read_text())
     assert 0 <= summary["val/p2s_r@1"] <= 100
-    assert "Options" in (tiny_trained_run / "log.txt").read_text()
+    log = (tiny_trained_run / "log.txt").read_text()
+    assert "Options" in log
+    assert "epoch 0 validation, 13 pairs: p2s R@1 " in log and "epoch 1 validation, 13 pairs: " in log
     assert read_checkpoint(tiny_trained_run / "last.ckpt")["epoch"] == 1
 
 
@@ -58,3 +62,25 @@ def test_train_script_exits_with_one_line_for_a_missing_root(tmp_path):
                         "--no_pretrained")
     assert result.returncode == 2
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bf16_mixed_trains_and_tests_on_the_cpu(tiny_world, tmp_path, capsys):
+    # Smaller images than the other runs: without bf16 instructions the CPU computes bf16 slowly.
+    small = ["--sat_size_h", "32", "--sat_size_w", "32", "--grd_size_h", "16", "--grd_size_w", "64",
+             "--precision", "bf16-mixed"]
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--name", "bf16", *small)
+    assert train.main(args) == 0
+    warned = "this CPU has no bf16 instructions" in capsys.readouterr().err
+    assert warned != torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    weights = read_checkpoint(tmp_path / "bf16" / "last.ckpt")["state_dict"]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+    descriptors = tmp_path / "descriptors.npz"
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(tmp_path / "bf16" / "last.ckpt"), "--name", "t",
+                         "--save_descriptors", str(descriptors), *small)
+    assert test_script.main(args) == 0
+    assert json.loads((tmp_path / "t" / "results.json").read_text())["num"] == 13
+    with np.load(descriptors) as saved:
+        for view in ("sat", "grd"):
+            assert saved[view].shape == (13, 2048)
+            assert np.allclose(np.linalg.norm(saved[view], axis=1), 1.0, atol=1e-2)
