@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.recall import recall_at_k, recall_from_distances, recall_within_distance
+from utils.recall import _radius_pair_finder, recall_at_k, recall_from_distances, recall_within_distance
 
 FIXTURES = Path(os.environ.get("CVGL_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
 
@@ -144,6 +144,18 @@ def test_a_nearby_wrong_reference_counts_as_found():
     within = recall_within_distance(sat, grd, utm, ks=[1, 2], radius=5.0)
     assert within["p2s"] == pytest.approx({"r@1": 100.0, "r@2": 100.0})
     assert recall_within_distance(sat, grd, utm, ks=[1], radius=2.0)["p2s"]["r@1"] == pytest.approx(100 * 2 / 3)
+
+
+@pytest.mark.parametrize("max_candidates", [1, 7, 100, 2**22])
+def test_pairs_within_radius_along_a_north_south_street_match_all_pairs(max_candidates):
+    # Eastings within 3 m of each other: every image is a candidate of every other, so the search batches.
+    generator = torch.Generator().manual_seed(8)
+    utm = torch.rand(300, 2, dtype=torch.float64, generator=generator) * torch.tensor([3.0, 200.0])
+    find_pairs = _radius_pair_finder(utm, radius=5.0, max_candidates=max_candidates)
+    found = [torch.stack(find_pairs(start, min(start + 64, 300)), dim=1) for start in range(0, 300, 64)]
+    pairs = sorted(map(tuple, torch.cat(found).tolist()))
+    distances = torch.cdist(utm, utm, compute_mode="donot_use_mm_for_euclid_dist")
+    assert pairs == sorted(map(tuple, (distances <= 5.0).nonzero().tolist()))
 
 
 def test_recall_within_tiny_radius_equals_recall_at_k():
