@@ -93,6 +93,7 @@ def module_options(opt: argparse.Namespace) -> dict:
         "sa_num": opt.sa_num,
         "use_fc": not opt.no_fc,
         "channels_last": opt.channels_last,
+        "compile_net": opt.compile,
     }
 
 

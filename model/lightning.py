@@ -84,12 +84,15 @@ class CrossViewModule(pl.LightningModule):
         epoch_offset: int = 0,
         distance_radius: float | None = None,
         channels_last: bool = False,
+        compile_net: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = CrossViewNet(sat_size, grd_size, sa_num, use_fc, pretrained)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if compile_net:
+            self.net.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
         self.initial_optimizer_state: dict[str, Any] | None = None
         self.eval_results: dict[str, dict[str, float]] = {}
         self.eval_descriptors: dict[str, torch.Tensor] = {}

@@ -84,3 +84,9 @@ def test_bf16_mixed_trains_and_tests_on_the_cpu(tiny_world, tmp_path, capsys):
         for view in ("sat", "grd"):
             assert saved[view].shape == (13, 2048)
             assert np.allclose(np.linalg.norm(saved[view], axis=1), 1.0, atol=1e-2)
+
+
+def test_gpu_levers_reach_the_module():
+    opt = train.build_parser().parse_args(["--CVUSA", "--compile", "--channels_last"])
+    assert train.module_options(opt)["compile_net"] and train.module_options(opt)["channels_last"]
+    assert not train.module_options(train.build_parser().parse_args(["--CVUSA"]))["compile_net"]
