@@ -322,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     for (path, _), matches in zip(panoramas, results, strict=True):
         print_matches(path, matches, len(index.gallery.ids))
     if opt.figure:
-        figure_path = Path(opt.figure)
-        figure_path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(matches_figure(panoramas, results, sat_size), figure_path)
+        figure_path = save_figure(matches_figure(panoramas, results, sat_size), opt.figure)
         print(f"\nfigure: {figure_path}")
     return 0
 

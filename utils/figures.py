@@ -56,8 +56,9 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save as PNG beside `path`, then rename over it."""
+    """Save as PNG beside `path` (its folder created if needed), then rename over it."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     figure.savefig(tmp, dpi=dpi, format="png")
     os.replace(tmp, path)

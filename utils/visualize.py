@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = [dataset[int(i)] for i in chosen]
     kind = "max-pooled map (no FC)" if opt.no_fc else f"{opt.sa_num} spatial-aware attention maps"
     title = f"{name} {dataset.split}: {kind} of {Path(opt.checkpoint).name}, each scaled to its own range"
-    out = Path(opt.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(attention_figure(net, samples, title), out)
+    out = save_figure(attention_figure(net, samples, title), opt.out)
     print(f"attention maps of {len(samples)} pairs: {out}")
     return 0
 

@@ -10,8 +10,10 @@ from utils.figures import (
     append_results_row,
     curve_max_k,
     evaluation_retrievals,
+    new_figure,
     recall_curve,
     results_row,
+    save_figure,
     write_test_report,
 )
 from utils.recall import recall_at_k
@@ -118,3 +120,11 @@ def test_a_gallery_smaller_than_the_top_five_still_draws(tiny_world, tmp_path):
     written = write_test_report(tmp_path, tmp_path / "results.csv", summary_for("CVUSA", "val", 3),
                                 noisy_descriptors(3), dataset)
     assert all(path.is_file() for path in written.values())
+
+
+def test_a_figure_is_saved_into_a_new_folder_without_leftovers(tmp_path):
+    figure = new_figure(2, 1)
+    figure.subplots().plot([0, 1], [1, 0])
+    path = save_figure(figure, tmp_path / "new" / "plot.png")
+    assert path == tmp_path / "new" / "plot.png"
+    assert cv2.imread(str(path)) is not None and [p.name for p in path.parent.iterdir()] == ["plot.png"]
