@@ -22,9 +22,10 @@ fi
 python train.py "${data[@]}" "${sizes[@]}" --gpu -1 --no_pretrained --lr 1e-3 \
   --precision "${DEMO_PRECISION:-32}" --n_epochs "$epochs" --batch_size 32 \
   --results_dir "$out/runs" --name "train_$stamp"
-python test.py "${data[@]}" "${sizes[@]}" --gpu -1 \
+# The checkpoint carries its sizes: testing and drawing need no size flag.
+python test.py "${data[@]}" --gpu -1 \
   --checkpoint "$out/runs/train_$stamp/best.ckpt" --results_dir "$out/runs" --name "test_$stamp"
-python -m utils.visualize "${data[@]}" "${sizes[@]}" --gpu -1 \
+python visualize.py "${data[@]}" --gpu -1 \
   --checkpoint "$out/runs/train_$stamp/best.ckpt" --num_samples 3 --out "$out/runs/test_$stamp/attention_maps.png"
 echo "checkpoint: $out/runs/train_$stamp/best.ckpt"
 echo "figures: $out/runs/test_$stamp/{recall_curve,retrievals,attention_maps}.png"

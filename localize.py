@@ -30,9 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataset.cvact import read_act_data
 from dataset.errors import DatasetError, check_files_exist
+from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
 from model.network import CrossViewNet
-from utils.checkpoint import CheckpointError, load_weights
-from utils.cli import UsageError, parse_devices, run_main
+from utils.checkpoint import CheckpointError, read_checkpoint
+from utils.cli import UsageError, integer, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
 
@@ -56,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top_k", type=int, default=5, help="aerial matches printed per panorama")
     add("--figure", metavar="PNG", help="also draw each panorama beside its top matches")
     add("--gpu_ids", "--gpu", dest="gpu_ids", default="0", help='GPU id such as "0"; "-1" for the CPU')
-    add("--sat_size_h", type=int, default=256, help="aerial image height")
-    add("--sat_size_w", type=int, default=256, help="aerial image width")
-    add("--grd_size_h", type=int, default=128, help="ground panorama height")
-    add("--grd_size_w", type=int, default=512, help="ground panorama width")
-    add("--sa_num", type=int, default=8, help="number of spatial-aware attention maps")
-    add("--no_fc", action="store_true", help="the paper's ablation: max-pooled map as the only attention map")
+    add("--sat_size_h", type=integer, default=256, help="aerial image height (default: the checkpoint's)")
+    add("--sat_size_w", type=integer, default=256, help="aerial image width (default: the checkpoint's)")
+    add("--grd_size_h", type=integer, default=128, help="ground panorama height (default: the checkpoint's)")
+    add("--grd_size_w", type=integer, default=512, help="ground panorama width (default: the checkpoint's)")
+    add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps (default: the checkpoint's)")
+    add("--no_fc", action="store_true",
+        help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
     add("--batch_size", type=int, default=32, help="aerial images per forward pass")
     add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass")
     add("--debug", action="store_true", help="full tracebacks")
@@ -293,23 +295,25 @@ def matches_figure(panoramas: Sequence[tuple[str, np.ndarray]], results: Sequenc
 
 
 def main(argv: list[str] | None = None) -> int:
-    opt = build_parser().parse_args(argv)
+    opt, given = parse_options(build_parser(), argv)
     if opt.top_k < 1:
         raise UsageError(f"--top_k {opt.top_k}: expected 1 or more")
     devices = parse_devices(opt.gpu_ids)
     device = torch.device(f"cuda:{devices.devices[0]}" if devices.accelerator == "gpu" else "cpu")
-    if not os.path.isfile(opt.checkpoint):
-        raise CheckpointError(f"checkpoint {opt.checkpoint} does not exist")
     missing = [path for path in opt.panoramas if not os.path.isfile(path)]
     if missing:
         raise ImageReadError(f"cannot read panorama {missing[0]}: file does not exist", missing[0])
+    ckpt = read_checkpoint(opt.checkpoint)
+    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = index_config(opt)
     gallery = listed_gallery(opt)
-    index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the model loads
+    index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built
 
-    sat_size, grd_size = (opt.sat_size_h, opt.sat_size_w), (opt.grd_size_h, opt.grd_size_w)
-    net = CrossViewNet(sat_size, grd_size, opt.sa_num, use_fc=not opt.no_fc)
-    load_weights(net, opt.checkpoint)
+    model = config_of(opt)
+    sat_size, grd_size = model.sat_size, model.grd_size
+    net = CrossViewNet(sat_size, grd_size, model.sa_num, model.use_fc)
+    load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
+    del ckpt
     net.to(device).eval()
     if index is None:
         index = build_index(opt, config, gallery, net)

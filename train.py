@@ -1,129 +1,89 @@
-"""Train the lightweight cross-view network on CVUSA or CVACT: `python train.py --CVUSA --data_root_cvusa DIR`."""
+"""Train the lightweight cross-view network on CVUSA or CVACT: `python train.py --CVUSA --data_root_cvusa DIR`.
+
+`--resume RUN_DIR` continues a run with its own options; `--checkpoint` starts from published weights (or
+continues this project's checkpoint); `--test` evaluates `--checkpoint` exactly as test.py does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from dataset.datamodule import CVACTDataModule, CVUSADataModule
-from dataset.errors import DatasetError
-from model.backbone import PretrainedWeightsUnavailable
-from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
-from utils.checkpoint import PUBLISHED_MODEL_KEY, CheckpointError, load_model_state, model_state, read_checkpoint
+from engine.build import KNOWN_ERRORS, RunCheckpoint, StoreOptions, build_datamodule, build_module, build_trainer
+from engine.config import fill_from_checkpoint, load_checkpoint_weights
+from engine.continuation import OPTIONS_FILE, continue_options, stored_options
+from utils.checkpoint import BEST_METRIC, is_lightning, is_published, read_checkpoint
 from utils.cli import (
     RUN_DIR_ENV,
-    Devices,
+    TESTING_ONLY,
     UsageError,
-    add_common_options,
+    build_parser,
     dataset_name,
     default_run_name,
     describe_options,
     make_run_dir,
     parse_devices,
+    parse_options,
     run_main,
     setup_logging,
+    unused_options,
     write_json_atomically,
 )
-from utils.images import ImageReadError
-
-KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError, PretrainedWeightsUnavailable,
-                NonFiniteLossError)
-BEST_METRIC = "val/p2s_r@1"  # ground -> aerial R@1, the number papers report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_options(parser)
-    add = parser.add_argument
-    add("--save_step", type=int, default=10, help="also keep a checkpoint every this many epochs")
-    add("--n_epochs", type=int, default=200, help="total number of epochs, resumed ones included")
-    add("--lr", type=float, default=0.0001, help="adam: learning rate")
-    add("--b1", type=float, default=0.5, help="adam: decay of first order momentum of gradient")
-    add("--b2", type=float, default=0.999, help="adam: decay of second order momentum of gradient")
-    add("--lambda_sm", type=int, default=10, help="loss weight for soft margin")
-    add("--hard_topk_ratio", type=float, default=1.0, help="hard negative ratio, epochs 0-20")
-    add("--hard_decay1_topk_ratio", type=float, default=0.1, help="hard negative ratio, epochs 21-40")
-    add("--hard_decay2_topk_ratio", type=float, default=0.05, help="hard negative ratio, epochs 41-60")
-    add("--hard_decay3_topk_ratio", type=float, default=0.01, help="hard negative ratio, after epoch 60")
-    add("--no_pretrained", action="store_true", help="train from scratch instead of ImageNet weights")
-    add("--resume", default=None, metavar="RUN_DIR", help="continue the run in this folder from its last.ckpt")
-    return parser
+def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
+    """(epoch offset of the schedule, epochs trained so far) of the checkpoint training starts from.
 
-
-def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
-    sizes = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w)}
-    loading = {"batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers}
-    if dataset_name(opt) == "CVACT":
-        return CVACTDataModule(opt.data_root_cvact, mat_file=opt.mat_list, eval_split=opt.eval_split,
-                               **sizes, **loading)
-    return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
-
-
-def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs) -> pl.Trainer:
-    """The Trainer both scripts use: devices from --gpu, precision, determinism, no sanity validation."""
-    if devices.accelerator == "gpu":
-        torch.backends.cudnn.benchmark = not opt.deterministic
-    elif "bf16" in str(opt.precision) and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print(f"warning: --precision {opt.precision}: this CPU has no bf16 instructions (AVX512-BF16 or AMX), "
-              "so bf16 runs more than 10x slower than float32 here; --precision 32 is faster", file=sys.stderr)
-    return pl.Trainer(
-        plugins=[AtomicCheckpointIO()],
-        accelerator=devices.accelerator,
-        devices=devices.devices,
-        strategy=devices.strategy,
-        precision=opt.precision,
-        deterministic=opt.deterministic,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
-
-
-def module_options(opt: argparse.Namespace) -> dict:
-    return {
-        "sat_size": (opt.sat_size_h, opt.sat_size_w),
-        "grd_size": (opt.grd_size_h, opt.grd_size_w),
-        "sa_num": opt.sa_num,
-        "use_fc": not opt.no_fc,
-        "channels_last": opt.channels_last,
-        "compile_net": opt.compile,
-    }
+    A published checkpoint has trained `last_epoch + 1` epochs, and its continuation counts on from there;
+    this project's carries its own offset plus the epochs of its run.
+    """
+    if ckpt is None:
+        return 0, 0
+    if is_published(ckpt):
+        offset = int(ckpt.get("last_epoch", -1)) + 1
+        return offset, offset
+    if is_lightning(ckpt):
+        offset = int(ckpt["hyper_parameters"].get("epoch_offset", 0))
+        return offset, offset + int(ckpt.get("epoch", -1)) + 1
+    return 0, 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    opt = build_parser().parse_args(argv)
-    name = dataset_name(opt)
-    devices = parse_devices(opt.gpu_ids, opt.cpu_procs)
+    opt, given = parse_options(build_parser(__doc__), argv)
+    if opt.test:  # the authors' one entry point tested with --test; test.py runs the same
+        from test import main as test_main
+
+        return test_main(argv)
     if opt.resume:
         opt.checkpoint = str(Path(opt.resume) / "last.ckpt")
         if not Path(opt.checkpoint).is_file():
             raise UsageError(f"--resume {opt.resume}: no last.ckpt there; expected a run folder written by train.py")
+    ckpt = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
+    continuing = ckpt is not None and is_lightning(ckpt)
+    if opt.resume and not continuing:
+        raise UsageError(f"--resume {opt.resume}: {opt.checkpoint} is not a checkpoint written by train.py")
+    stored = stored_options(ckpt, opt.checkpoint) if continuing else None
+    changed = continue_options(opt, given, stored, opt.checkpoint) if stored else []
+    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint) if ckpt is not None else None
+    name = dataset_name(opt)
+    devices = parse_devices(opt.gpu_ids, opt.cpu_procs)
     pl.seed_everything(opt.seed, workers=True, verbose=False)
 
-    ckpt = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
-    published = ckpt is not None and PUBLISHED_MODEL_KEY in ckpt
-    epoch_offset = int(ckpt.get("last_epoch", -1)) + 1 if published else 0
-    module = CrossViewModule(
-        **module_options(opt),
-        pretrained=ckpt is None and not opt.no_pretrained,
-        lr=opt.lr, b1=opt.b1, b2=opt.b2, lambda_sm=opt.lambda_sm,
-        hard_topk_ratios=(opt.hard_topk_ratio, opt.hard_decay1_topk_ratio,
-                          opt.hard_decay2_topk_ratio, opt.hard_decay3_topk_ratio),
-        epoch_offset=epoch_offset,
-    )
+    epoch_offset, trained = epochs_trained(ckpt)
+    if trained >= opt.n_epochs:
+        raise UsageError(f"--n_epochs {opt.n_epochs}: the checkpoint already trained {trained} epochs; --n_epochs "
+                         "is the total, continued epochs included")
+    module = build_module(opt, pretrained=ckpt is None and not opt.no_pretrained, epoch_offset=epoch_offset)
     if ckpt is not None:
-        load_model_state(module.net, model_state(ckpt, opt.checkpoint), opt.checkpoint)
-        if published:
+        load_checkpoint_weights(module.net, ckpt, opt.checkpoint, opt, given, stated)
+        if is_published(ckpt) and not opt.reset_optimizer:
             module.initial_optimizer_state = ckpt.get("optimizer_dict") or None
-    if epoch_offset >= opt.n_epochs:
-        raise UsageError(f"--n_epochs {opt.n_epochs}: the checkpoint already trained {epoch_offset} epochs")
 
     datamodule = build_datamodule(opt)
     datamodule.setup("fit")
@@ -132,38 +92,36 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--batch_size {opt.batch_size}: the training split has {train_size} pairs; hard-negative "
                          "mining needs a batch of at least 2 pairs, no larger than the split")
 
-    resuming = ckpt is not None and not published
-    continued_run = Path(opt.checkpoint).parent if resuming else None
-    if continued_run is not None and (continued_run / "options.json").is_file():
+    continued_run = Path(opt.checkpoint).parent if continuing else None
+    if continued_run is not None and (continued_run / OPTIONS_FILE).is_file():
         run_dir = continued_run
         os.environ[RUN_DIR_ENV] = str(run_dir)
     else:
         run_dir = make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train"))
+    same_folder = run_dir == continued_run
     log = setup_logging(run_dir)
+    options = {key: value for key, value in vars(opt).items() if key not in ("resume", "test")}
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        if run_dir != continued_run:
-            write_json_atomically(run_dir / "options.json", vars(opt))
+        write_json_atomically(run_dir / OPTIONS_FILE, options)
         log.info(describe_options(opt))
-        log.info("%s: %s", "continuing run" if run_dir == continued_run else "run folder", run_dir)
-        if published:
-            log.info("continuing the published checkpoint %s at epoch %d (its best p2s R@1: %s)",
-                     opt.checkpoint, epoch_offset, ckpt.get("best_acc"))
+        describe_start(log, opt, given, ckpt, run_dir, same_folder, changed, trained)
 
-    best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,
-                           enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    periodic = ModelCheckpoint(dirpath=run_dir, filename="epoch{epoch:03d}", every_n_epochs=opt.save_step,
-                               save_top_k=-1, auto_insert_metric_name=False)
+    best = RunCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,
+                         enable_version_counter=False, restore=same_folder)
+    last = RunCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False,
+                         restore=same_folder)
+    periodic = RunCheckpoint(dirpath=run_dir, filename="epoch{epoch:03d}", every_n_epochs=opt.save_step,
+                             save_top_k=-1, auto_insert_metric_name=False, restore=same_folder)
     trainer = build_trainer(
         opt, devices,
         max_epochs=opt.n_epochs - epoch_offset,
-        callbacks=[best, last, periodic],
+        callbacks=[best, last, periodic, StoreOptions(options)],
         logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
         default_root_dir=run_dir,
         limit_train_batches=42 if opt.debug else None,
         log_every_n_steps=10,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=opt.checkpoint if resuming else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=opt.checkpoint if continuing else None)
     if trainer.is_global_zero:
         best_score = None if best.best_model_score is None else float(best.best_model_score)
         log.info("best %s: %s (%s)", BEST_METRIC, best_score, best.best_model_path)
@@ -172,6 +130,26 @@ def main(argv: list[str] | None = None) -> int:
             "best_checkpoint": best.best_model_path, "last_checkpoint": last.best_model_path,
             BEST_METRIC: best_score})
     return 0
+
+
+def describe_start(log: Any, opt: argparse.Namespace, given: set[str], ckpt: dict[str, Any] | None, run_dir: Path,
+                   same_folder: bool, changed: list[str], trained: int) -> None:
+    """Log lines saying where the run goes and what it starts from."""
+    unused = unused_options(opt, given, TESTING_ONLY)
+    if unused:
+        log.info(unused)
+    if same_folder:
+        log.info("continuing run %s from %s after %d epochs%s", run_dir, opt.checkpoint, trained,
+                 f"; changed: {', '.join(changed)}" if changed else "")
+        return
+    log.info("run folder: %s", run_dir)
+    if ckpt is not None and is_published(ckpt):
+        optimizer = ("a fresh Adam (--reset_optimizer)" if opt.reset_optimizer or not ckpt.get("optimizer_dict")
+                     else f"its Adam state with --lr {opt.lr:g}, --b1 {opt.b1:g}, --b2 {opt.b2:g}")
+        log.info("continuing the published checkpoint %s at epoch %d with %s (its best p2s R@1: %s; this run's "
+                 "best.ckpt starts afresh)", opt.checkpoint, trained, optimizer, ckpt.get("best_acc"))
+    elif ckpt is not None and is_lightning(ckpt):
+        log.info("continuing %s after %d epochs in a new folder", opt.checkpoint, trained)
 
 
 if __name__ == "__main__":

@@ -118,15 +118,27 @@ class CrossViewModule(pl.LightningModule):
         return batch
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam; `initial_optimizer_state` (a published checkpoint's) gives its moments, the flags its lr and betas."""
         betas = (self.hparams.b1, self.hparams.b2)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=betas)
         if self.initial_optimizer_state:
             optimizer.load_state_dict(self.initial_optimizer_state)
+            for group in optimizer.param_groups:  # load_state_dict brought the stored ones back
+                group.update(lr=self.hparams.lr, betas=betas)
         return optimizer
+
+    def on_train_epoch_start(self) -> None:
+        if self.trainer.is_global_zero:
+            log.info("epoch %d training: hard-negative ratio %g", self.schedule_epoch, self.hard_topk_ratio)
+
+    @property
+    def hard_topk_ratio(self) -> float:
+        """The share of triplets the loss keeps in this epoch of the schedule."""
+        return hard_topk_ratio_for_epoch(self.schedule_epoch, tuple(self.hparams.hard_topk_ratios))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         sat, grd = self.net(batch["sat"], batch["grd"])
-        ratio = hard_topk_ratio_for_epoch(self.schedule_epoch, tuple(self.hparams.hard_topk_ratios))
+        ratio = self.hard_topk_ratio
         loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=batch.get("utm"))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

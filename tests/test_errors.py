@@ -92,15 +92,16 @@ def text_file_as_checkpoint(world, tmp_path):
     return world, "CVUSA", "weights.pth cannot be read"
 
 
-def checkpoint_for_another_sa_num(world, tmp_path):
+def checkpoint_for_other_sizes(world, tmp_path):
     from model.network import CrossViewNet
 
-    torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128), sa_num=4).state_dict()},
-               tmp_path / "weights.pth")
-    return world, "CVUSA", "tensor sa1.w1 has shape (64, 32, 4) but the model expects (64, 32, 8); check --sa_num"
+    # published weights do not state their sizes (their maps and FC layers follow from the tensors)
+    torch.save({"retrieval_model_dict": CrossViewNet((128, 128), (32, 128)).state_dict()}, tmp_path / "weights.pth")
+    return world, "CVUSA", ("tensor sa1.w1 has shape (256, 128, 8) but the model expects (64, 32, 8); check "
+                            "--sat_size_h/--sat_size_w")
 
 
-@pytest.mark.parametrize("case", [act_data_without_utm, text_file_as_checkpoint, checkpoint_for_another_sa_num])
+@pytest.mark.parametrize("case", [act_data_without_utm, text_file_as_checkpoint, checkpoint_for_other_sizes])
 def test_test_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case):
     root, dataset, message = case(tiny_world, tmp_path)
     if not (tmp_path / "weights.pth").exists():

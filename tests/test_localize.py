@@ -149,3 +149,14 @@ def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --aerial_dir {tmp_path / 'nowhere'}: not a folder; expected a folder of aerial images"]
+
+
+def test_a_checkpoint_of_this_project_gives_the_sizes(tiny_trained_run, val_split, aerial_dir, capsys):
+    common = ["--checkpoint", str(tiny_trained_run / "best.ckpt"), "--gpu", "-1", "--num_workers", "0",
+              "--aerial_dir", str(aerial_dir), "--top_k", "13", *val_split.grd_paths[:3]]
+    assert localize.main(common) == 0
+    without_flags = printed_matches(capsys.readouterr().out)
+    assert localize.main([*common, *TINY_SIZES]) == 0
+    assert without_flags == printed_matches(capsys.readouterr().out) and len(without_flags) == 3
+    with pytest.raises(CheckpointError, match="check --sa_num"):
+        localize.main([*common, "--sa_num", "2"])

@@ -8,8 +8,8 @@ import torch
 import test as test_script
 from dataset.cvusa import CVUSA
 from model.network import CrossViewNet
-from tests.helpers import run_script, tiny_run_args
-from utils.checkpoint import load_weights
+from tests.helpers import TINY_SIZES, run_script, tiny_run_args
+from utils.checkpoint import CheckpointError, load_weights
 from utils.cli import UsageError
 from utils.images import to_model_range
 
@@ -81,3 +81,111 @@ def test_ddp_over_two_cpu_processes_gives_the_single_process_recall(tiny_world, 
 def test_testing_without_a_checkpoint_is_refused(tiny_world, tmp_path):
     with pytest.raises(UsageError, match="--checkpoint"):
         test_script.main(tiny_run_args(tiny_world, tmp_path))
+
+
+def args_without_sizes(world, results, *extra, dataset="CVUSA"):
+    args = tiny_run_args(world, results, *extra, dataset=dataset)
+    for flag in TINY_SIZES[::2]:
+        position = args.index(flag)
+        del args[position:position + 2]
+    return args
+
+
+def test_a_checkpoint_of_this_project_gives_its_own_sizes(tiny_world, tiny_trained_run, tmp_path):
+    checkpoint = str(tiny_trained_run / "best.ckpt")
+    assert test_script.main(args_without_sizes(tiny_world, tmp_path, "--checkpoint", checkpoint, "--name", "t")) == 0
+    results = read_results(tmp_path / "t")
+    assert (results["sat_size"], results["grd_size"], results["sa_num"], results["no_fc"]) == ([64, 64], [32, 128],
+                                                                                               8, False)
+    summary = json.loads((tiny_trained_run / "summary.json").read_text())
+    assert results["p2s"]["r@1"] == pytest.approx(summary["val/p2s_r@1"])
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--sa_num", "4"], r"tensor sa1\.w1 has shape \(64, 32, 8\) but the model expects \(64, 32, 4\); check --sa_num"),
+    (["--sat_size_h", "128"], r"tensor sa1\.w1 .*; check --sat_size_h/--sat_size_w"),
+    (["--no_fc"], "has spatial-aware FC layers .* drop --no_fc"),
+    (["--sat_size_h", "32", "--sat_size_w", "128"],  # the same 64 positions: no tensor tells
+     r"best\.ckpt was trained with --sat_size_h 64, but --sat_size_h 32 was given; drop the flag"),
+])
+def test_a_flag_that_contradicts_the_checkpoint_is_refused(tiny_world, tiny_trained_run, tmp_path, flags, message):
+    args = args_without_sizes(tiny_world, tmp_path, "--checkpoint", str(tiny_trained_run / "best.ckpt"), *flags)
+    with pytest.raises(CheckpointError, match=message):
+        test_script.main(args)
+
+
+@pytest.mark.parametrize("kwargs", [{"sa_num": 4}, {"use_fc": False}])
+def test_published_weights_give_their_attention_maps_and_fc_layers(tiny_world, tmp_path, kwargs):
+    path = tmp_path / "published.pth"
+    torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128), **kwargs).state_dict()}, path)
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--name", "t")) == 0
+    results = read_results(tmp_path / "t")
+    assert (results["sa_num"], results["no_fc"]) == ((4, False) if "sa_num" in kwargs else (8, True))
+
+
+def test_train_py_with_test_runs_test_py_and_names_the_training_flags_as_unused(tiny_world, tiny_trained_run,
+                                                                                tmp_path):
+    import train
+
+    common = ["--checkpoint", str(tiny_trained_run / "best.ckpt"), "--n_epochs", "300", "--lr", "0.5", "--isTrain",
+              "--save_step", "5"]
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path, *common, "--name", "direct")) == 0
+    assert train.main(tiny_run_args(tiny_world, tmp_path, *common, "--test", "--name", "via_train")) == 0
+    direct, via_train = read_results(tmp_path / "direct"), read_results(tmp_path / "via_train")
+    assert direct == via_train
+    for run in ("direct", "via_train"):
+        log = (tmp_path / run / "log.txt").read_text()
+        assert "accepted but unused here: --isTrain, --save_step 5, --n_epochs 300, --batch_size 8, --lr 0.5\n" in log
+        assert not (tmp_path / run / "last.ckpt").exists()
+
+
+CLOSE_IDS = tuple(f"pano{n:02d}" for n in range(14))
+
+
+def close_pairs_utm():
+    """Seven places 40 m apart, two panoramas each, 3 m apart: within 5 m of each other, and nothing else is."""
+    place = np.repeat(np.arange(7), 2)
+    return np.stack([500000.0 + 40.0 * place + 3.0 * (np.arange(14) % 2), 6000000.0 + 0.0 * place], axis=1)
+
+
+def slow_recall(sat, grd, utm, radius):
+    """p2s recall in percent from loops: ground query j is found at k when fewer than k aerial images are
+    strictly more similar than its most similar aerial image within `radius` (its own one when radius is 0)."""
+    n = len(sat)
+    similarity = grd @ sat.T
+    closer = []
+    for j in range(n):
+        matches = [i for i in range(n) if i == j or (radius > 0 and np.hypot(*(utm[i] - utm[j])) <= radius)]
+        best = max(similarity[j, i] for i in matches)
+        closer.append(sum(1 for i in range(n) if similarity[j, i] > best))
+    return {name: 100.0 * sum(c < k for c in closer) / n for name, k in
+            (("r@1", 1), ("r@5", 5), ("r@10", 10), ("r@1%", 0.01 * n))}
+
+
+def test_cvact_test_has_both_protocols_and_names_the_one_used(make_fake_cvact, tiny_trained_run, tmp_path):
+    utm = close_pairs_utm()
+    root = make_fake_cvact(pano_ids=CLOSE_IDS, train=(1, 2), val=(3, 4), val_all=tuple(range(1, 15)), utm=utm)
+    figures = {}
+    for radius, protocol in (("5", "within 5 m"), ("0", "one-to-one")):
+        saved = tmp_path / f"descriptors_{radius}.npz"
+        args = tiny_run_args(root.parent, tmp_path, "--checkpoint", str(tiny_trained_run / "best.ckpt"),
+                             "--eval_split", "test", "--match_radius", radius, "--save_descriptors", str(saved),
+                             "--name", f"r{radius}", dataset="CVACT")
+        assert test_script.main(args) == 0
+        results = read_results(tmp_path / f"r{radius}")
+        assert (results["split"], results["num"], results["protocol"]) == ("test", 14, protocol)
+        assert f"protocol: {protocol}" in (tmp_path / f"r{radius}" / "log.txt").read_text()
+        with np.load(saved) as arrays:
+            expected = slow_recall(arrays["sat"], arrays["grd"], utm, float(radius))
+        assert results["p2s"] == pytest.approx(expected)
+        figures[radius] = results["p2s"]
+    assert figures["5"] != figures["0"]  # a neighbour 3 m away outranked some query's own aerial image
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [row["protocol"] for row in rows] == ["within 5 m", "one-to-one"]
+
+
+def test_a_negative_match_radius_is_refused(tiny_world, tiny_trained_run, tmp_path):
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(tiny_trained_run / "best.ckpt"),
+                         "--match_radius", "-1", dataset="CVACT")
+    with pytest.raises(UsageError, match="--match_radius -1: expected metres >= 0"):
+        test_script.main(args)

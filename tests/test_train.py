@@ -7,9 +7,10 @@ import torch
 
 import test as test_script
 import train
-from tests.helpers import run_script, tiny_run_args
+from engine.build import build_module
+from tests.helpers import TINY_SIZES, run_script, tiny_run_args
 from utils.checkpoint import read_checkpoint
-from utils.cli import UsageError
+from utils.cli import UsageError, build_parser
 
 
 def test_a_run_folder_holds_options_log_and_checkpoints(tiny_trained_run):
@@ -87,6 +88,101 @@ def test_bf16_mixed_trains_and_tests_on_the_cpu(tiny_world, tmp_path, capsys):
 
 
 def test_gpu_levers_reach_the_module():
-    opt = train.build_parser().parse_args(["--CVUSA", "--compile", "--channels_last"])
-    assert train.module_options(opt)["compile_net"] and train.module_options(opt)["channels_last"]
-    assert not train.module_options(train.build_parser().parse_args(["--CVUSA"]))["compile_net"]
+    opt = build_parser().parse_args(["--CVUSA", "--compile", "--channels_last", *TINY_SIZES])
+    module = build_module(opt, pretrained=False)
+    assert module.hparams.compile_net and module.hparams.channels_last
+    opt = build_parser().parse_args(["--CVUSA", *TINY_SIZES])
+    assert not build_module(opt, pretrained=False).hparams.compile_net
+
+
+def published_checkpoint(reference_checkpoint, path, last_epoch, optimizer_dict=None):
+    torch.save({**reference_checkpoint, "last_epoch": last_epoch, "optimizer_dict": optimizer_dict or {}}, path)
+    return path
+
+
+def test_a_continued_published_checkpoint_keeps_its_schedule_through_a_resume(tiny_world, reference_checkpoint,
+                                                                               tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the resume passes no --results_dir: nothing may land in the repository
+    path = published_checkpoint(reference_checkpoint, tmp_path / "published.pth", last_epoch=25)
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--n_epochs", "27", "--name", "run")
+    assert train.main(args) == 0
+    run = tmp_path / "run"
+    assert train.main(["--resume", str(run), "--n_epochs", "28"]) == 0
+    log = (run / "log.txt").read_text()
+    for epoch in (26, 27):
+        assert f"epoch {epoch} training: hard-negative ratio 0.1\n" in log
+        assert f"epoch {epoch} validation, 13 pairs: p2s R@1 " in log
+    assert "epoch 28" not in log and "ratio 1\n" not in log
+    ckpt = read_checkpoint(run / "last.ckpt")
+    assert (ckpt["hyper_parameters"]["epoch_offset"], ckpt["epoch"]) == (26, 1)
+    assert ckpt["options"]["n_epochs"] == 28 and json.loads((run / "options.json").read_text())["n_epochs"] == 28
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["published.pth", "run"]
+
+
+def test_resume_needs_no_flag_and_refuses_one_that_contradicts_the_run(tiny_trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for flags, message in [
+        (["--sa_num", "4"], "--sa_num 4: the run of .*last.ckpt was configured with --sa_num 8;"),
+        (["--sat_size_w", "128"], "--sat_size_w 128: .* was configured with --sat_size_w 64;"),
+        (["--no_fc"], "--no_fc: .* was configured with no --no_fc;"),
+        (["--lr", "0.5"], "--lr 0.5: .* was configured with --lr 0.0001;"),
+        (["--CVACT"], "--CVACT: .* was configured with no --CVACT;"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            train.main(["--resume", str(tiny_trained_run), "--n_epochs", "3", *flags])
+    with pytest.raises(UsageError, match="--n_epochs 2: the checkpoint already trained 2 epochs; --n_epochs is the "
+                                         "total"):
+        train.main(["--resume", str(tiny_trained_run)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("stored_best", "replaced"), [(100.0, False), (-1.0, True)])
+def test_a_moved_run_keeps_its_best_score_when_resumed(tiny_trained_run, tmp_path, stored_best, replaced):
+    run = tmp_path / "moved"
+    shutil.copytree(tiny_trained_run, run)
+    ckpt = read_checkpoint(run / "last.ckpt")
+    (state,) = [s for s in ckpt["callbacks"].values() if s.get("monitor") == "val/p2s_r@1"]
+    state["best_model_score"] = state["kth_value"] = torch.tensor(stored_best)  # as if an epoch had scored it
+    state["best_k_models"] = {path: torch.tensor(stored_best) for path in state["best_k_models"]}
+    torch.save(ckpt, run / "last.ckpt")
+    best_before = read_checkpoint(run / "best.ckpt")["epoch"]
+    assert train.main(["--resume", str(run), "--n_epochs", "3"]) == 0
+    assert read_checkpoint(run / "best.ckpt")["epoch"] == (2 if replaced else best_before)
+    after = read_checkpoint(run / "last.ckpt")
+    (state,) = [s for s in after["callbacks"].values() if s.get("monitor") == "val/p2s_r@1"]
+    assert state["best_model_path"] == str(run / "best.ckpt")
+    assert (float(state["best_model_score"]) == stored_best) != replaced
+
+
+def adam_state_after_one_step(reference_checkpoint):
+    from model.network import CrossViewNet
+
+    net = CrossViewNet((64, 64), (32, 128))
+    net.load_state_dict(reference_checkpoint["retrieval_model_dict"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.5, betas=(0.9, 0.99))
+    sat, grd = net(torch.randn(4, 3, 64, 64), torch.randn(4, 3, 32, 128))
+    (sat @ grd.T).diagonal().sum().backward()
+    optimizer.step()
+    return optimizer.state_dict()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_published_adam_state_is_continued_with_the_command_lines_lr_and_betas(tiny_world, reference_checkpoint,
+                                                                                  tmp_path, reset):
+    stored = adam_state_after_one_step(reference_checkpoint)
+    path = published_checkpoint(reference_checkpoint, tmp_path / "published.pth", 41, stored)
+    extra = ["--reset_optimizer"] if reset else []
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--n_epochs", "43", "--name", "run", *extra)
+    assert train.main(args) == 0
+    ckpt = read_checkpoint(tmp_path / "run" / "last.ckpt")
+    (optimizer,) = ckpt["optimizer_states"]
+    steps = ckpt["global_step"]
+    assert steps == 3  # 24 pairs in batches of 8
+    assert {float(s["step"]) for s in optimizer["state"].values()} == {float(steps if reset else steps + 1)}
+    assert [(g["lr"], g["betas"]) for g in optimizer["param_groups"]] == [(1e-4, (0.5, 0.999))]
+    assert ckpt["hyper_parameters"]["epoch_offset"] == 42
+    if not reset:  # the first moment of a parameter the step moved carries the stored one on
+        first = optimizer["state"][0]["exp_avg"]
+        assert not torch.equal(first, torch.zeros_like(first))
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert ("a fresh Adam" in log) == reset and ("its Adam state with --lr 0.0001" in log) != reset

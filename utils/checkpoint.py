@@ -1,17 +1,36 @@
-"""Reading the published checkpoints and this project's own, into the network's key names."""
+"""Reading the published checkpoints and this project's own, and writing this project's in the published format.
+
+`python -m utils.checkpoint export RUN/best.ckpt OUT.pth` writes a checkpoint of this project as the authors'
+code saves and loads them: `{"last_epoch", "best_acc", "count", "retrieval_model_dict", "optimizer_dict"}`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 PUBLISHED_MODEL_KEY = "retrieval_model_dict"
+PUBLISHED_KEYS = ("last_epoch", "best_acc", "count", PUBLISHED_MODEL_KEY, "optimizer_dict")
 LIGHTNING_MODEL_PREFIX = "net."
 DATA_PARALLEL_PREFIX = "module."
+BEST_METRIC = "val/p2s_r@1"  # ground -> aerial R@1, the number papers report and best.ckpt is chosen by
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the network's tensor shapes depend on; the defaults are the paper's."""
+
+    sat_size: tuple[int, int] = (256, 256)
+    grd_size: tuple[int, int] = (128, 512)
+    sa_num: int = 8
+    use_fc: bool = True
 
 
 class CheckpointError(ValueError):
@@ -99,3 +118,96 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     load_model_state(model, model_state(ckpt, str(path)), str(path))
     return ckpt
+
+
+def is_published(ckpt: Mapping[str, Any]) -> bool:
+    return PUBLISHED_MODEL_KEY in ckpt
+
+
+def is_lightning(ckpt: Mapping[str, Any]) -> bool:
+    """A checkpoint written by this project's training (a Lightning checkpoint), as opposed to bare weights."""
+    return "state_dict" in ckpt and "hyper_parameters" in ckpt
+
+
+def model_config(ckpt: Mapping[str, Any], source: str = "checkpoint") -> tuple[ModelConfig, bool]:
+    """The configuration a checkpoint's network was built with, and whether the checkpoint says so itself.
+
+    This project's checkpoints carry it (True). For published weights and bare state dicts (False), the
+    number of attention maps and FC or not follow from the tensors, and the image sizes are the paper's,
+    since the heads' sizes give only the number of feature-map positions, not their shape.
+    """
+    stored = ckpt.get("hyper_parameters")
+    if isinstance(stored, Mapping) and {"sat_size", "grd_size", "sa_num", "use_fc"} <= set(stored):
+        return ModelConfig(tuple(int(v) for v in stored["sat_size"]), tuple(int(v) for v in stored["grd_size"]),
+                           int(stored["sa_num"]), bool(stored["use_fc"])), True
+    state = model_state(ckpt, source)
+    if "sa1.w1" not in state:
+        return ModelConfig(use_fc=False), False
+    return ModelConfig(sa_num=int(state["sa1.w1"].shape[2])), False
+
+
+def best_score(ckpt: Mapping[str, Any]) -> float | None:
+    """The best validation p2s R@1 a Lightning checkpoint's best.ckpt callback had seen, or None."""
+    for state in (ckpt.get("callbacks") or {}).values():
+        score = state.get("best_model_score") if isinstance(state, Mapping) else None
+        if score is not None and state.get("monitor") == BEST_METRIC:
+            return float(score)
+    return None
+
+
+def to_published(ckpt: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+    """Any accepted checkpoint in the published format, with the authors' key names and meanings.
+
+    `last_epoch` is the last epoch trained, counted as the hard-negative schedule counts it (a run continued
+    from a published checkpoint included), so the authors' code continues at `last_epoch + 1` as this project
+    does; `best_acc` is the run's best validation p2s R@1 (0.0 when unknown, the authors' starting value);
+    `count` is the number of optimiser steps; `optimizer_dict` the Adam state, whose parameter order is the
+    authors' (extract1, extract2, sa1, sa2).
+    """
+    state = {key: value.contiguous() for key, value in model_state(ckpt, source).items()}
+    if is_published(ckpt):
+        return {**{key: ckpt.get(key) for key in PUBLISHED_KEYS}, PUBLISHED_MODEL_KEY: state,
+                "optimizer_dict": ckpt.get("optimizer_dict") or {}}
+    if not is_lightning(ckpt):
+        return {"last_epoch": -1, "best_acc": 0.0, "count": 0, PUBLISHED_MODEL_KEY: state, "optimizer_dict": {}}
+    offset = int(ckpt["hyper_parameters"].get("epoch_offset", 0))
+    optimizers = ckpt.get("optimizer_states") or [{}]
+    best = best_score(ckpt)
+    return {
+        "last_epoch": offset + int(ckpt["epoch"]),
+        "best_acc": 0.0 if best is None else best,
+        "count": int(ckpt.get("global_step", 0)),
+        PUBLISHED_MODEL_KEY: state,
+        "optimizer_dict": optimizers[0],
+    }
+
+
+def export_published(source: str | os.PathLike, destination: str | os.PathLike) -> dict[str, Any]:
+    """Write `source` in the published format to `destination`, beside it first and then renamed over it."""
+    published = to_published(read_checkpoint(source), str(source))
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.partial")
+    torch.save(published, partial)
+    os.replace(partial, destination)
+    return published
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.checkpoint", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write a checkpoint in the published format")
+    export.add_argument("checkpoint", help="this project's .ckpt (or any accepted checkpoint)")
+    export.add_argument("out", help="the .pth file to write")
+    opt = parser.parse_args(argv)
+    published = export_published(opt.checkpoint, opt.out)
+    print(f"{opt.out}: published format, {len(published[PUBLISHED_MODEL_KEY])} tensors, last_epoch "
+          f"{published['last_epoch']}, best_acc {published['best_acc']}")
+    return 0
+
+
+if __name__ == "__main__":
+    from utils.cli import run_main
+
+    run_main(main, (CheckpointError,))

@@ -1,4 +1,4 @@
-"""Command-line pieces shared by train.py and test.py: the authors' flags, devices, run folders, errors."""
+"""Command-line pieces shared by the entry points: the authors' flags, devices, run folders, errors."""
 
 from __future__ import annotations
 
@@ -20,30 +20,74 @@ class UsageError(ValueError):
     """A command-line value that cannot work, reported in one line."""
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of the authors' parser (same names, types and defaults), then this project's additions."""
-    add = parser.add_argument
+def integer(text: str) -> int:
+    """An int flag that also takes the authors' float spelling ("256.0"), which their parser produced."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(value)
+
+
+# Flags of the authors' parser that no part of this project reads: they had no effect there either.
+NO_EFFECT = ("isTrain", "start_epoch")
+# What only training reads; test.py (and train.py --test) accepts these and names them as unused.
+TRAINING_ONLY = ("save_step", "n_epochs", "batch_size", "lr", "b1", "b2", "lambda_sm", "hard_topk_ratio",
+                 "hard_decay1_topk_ratio", "hard_decay2_topk_ratio", "hard_decay3_topk_ratio", "no_pretrained",
+                 "resume", "reset_optimizer")
+# What only testing reads; train.py names these as unused.
+TESTING_ONLY = ("save_descriptors", "match_radius")
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The one parser of train.py and test.py: every flag of the authors' parser, then this project's.
+
+    Both entry points accept every flag, as the authors' single entry point did, so their scripts run
+    unchanged against either; each names the flags it was given but does not use (`unused_options`).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    authors = parser.add_argument_group("the authors' flags (same names and defaults)")
+    add = authors.add_argument
     add("--results_dir", "-o", default="./RESULTS", help="every run writes one folder under here")
     add("--name", default="", help="run folder name (default: dataset and time); never overwrites a folder")
     add("--seed", type=int, default=10)
     add("--gpu_ids", "--gpu", dest="gpu_ids", default="0", help='GPU ids: "0", "0,1" (DDP); "-1" for the CPU')
+    add("--isTrain", default=True, action="store_true", help="accepted for the authors' scripts; no effect")
+    add("--start_epoch", type=int, default=0,
+        help="accepted for the authors' scripts; no effect (a continued checkpoint gives the epoch)")
     add("--debug", action="store_true", help="full tracebacks; training stops each epoch after 42 batches")
+    add("--test", action="store_true", help="train.py: evaluate --checkpoint exactly as test.py does")
     add("--CVUSA", action="store_true")
     add("--CVACT", action="store_true")
-    add("--data_root_cvusa", default="./data/CVUSA/")
     add("--data_root_cvact", default="./data/CVACT/")
+    add("--data_root_cvusa", default="./data/CVUSA/")
     add("--train_csv", default="train-19zl.csv")
     add("--val_csv", default="val-19zl.csv")
     add("--mat_list", default="ACT_data.mat")
-    add("--checkpoint", default=None)
-    add("--sat_size_h", type=int, default=256, help="aerial image height")
-    add("--sat_size_w", type=int, default=256, help="aerial image width")
-    add("--grd_size_h", type=int, default=128, help="ground panorama height")
-    add("--grd_size_w", type=int, default=512, help="ground panorama width")
-    add("--sa_num", type=int, default=8, help="number of spatial-aware attention maps")
-    add("--batch_size", type=int, default=32)
-    add("--batch_size_val", type=int, default=32)
-    add("--no_fc", action="store_true", help="the paper's ablation: max-pooled map as the only attention map")
+    add("--save_step", type=int, default=10, help="training: also keep a checkpoint every this many epochs")
+    add("--checkpoint", default=None, help="published weights or this project's .ckpt")
+    add("--sat_size_h", type=integer, default=256, help="aerial image height (default: the checkpoint's)")
+    add("--sat_size_w", type=integer, default=256, help="aerial image width (default: the checkpoint's)")
+    add("--grd_size_h", type=integer, default=128, help="ground panorama height (default: the checkpoint's)")
+    add("--grd_size_w", type=integer, default=512, help="ground panorama width (default: the checkpoint's)")
+    add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps (default: the checkpoint's)")
+    add("--n_epochs", type=int, default=200, help="training: total number of epochs, continued ones included")
+    add("--batch_size", type=int, default=32, help="training batch")
+    add("--batch_size_val", type=int, default=32, help="evaluation batch")
+    add("--lr", type=float, default=0.0001, help="adam: learning rate")
+    add("--b1", type=float, default=0.5, help="adam: decay of first order momentum of gradient")
+    add("--b2", type=float, default=0.999, help="adam: decay of second order momentum of gradient")
+    add("--lambda_sm", type=int, default=10, help="loss weight for soft margin")
+    add("--hard_topk_ratio", type=float, default=1.0, help="hard negative ratio, epochs 0-20")
+    add("--hard_decay1_topk_ratio", type=float, default=0.1, help="hard negative ratio, epochs 21-40")
+    add("--hard_decay2_topk_ratio", type=float, default=0.05, help="hard negative ratio, epochs 41-60")
+    add("--hard_decay3_topk_ratio", type=float, default=0.01, help="hard negative ratio, after epoch 60")
+
+    add = parser.add_argument_group("this project's flags").add_argument
+    add("--no_fc", action="store_true",
+        help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
     add("--num_workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
     add("--precision", default="32", help="Lightning precision: 32, bf16-mixed, 16-mixed")
     add("--cpu_procs", type=int, default=1, help="with --gpu -1: DDP over this many CPU processes (gloo)")
@@ -52,6 +96,48 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     add("--channels_last", action="store_true", help="GPU: channels-last memory format for the convolutions")
     add("--compile", action="store_true",
         help="torch.compile the network: faster steps on a GPU after a first step of minutes")
+    add("--no_pretrained", action="store_true", help="training: from scratch instead of ImageNet weights")
+    add("--resume", default=None, metavar="RUN_DIR",
+        help="training: continue the run in this folder from its last.ckpt, with its own options")
+    add("--reset_optimizer", action="store_true",
+        help="training from a published checkpoint: a fresh Adam, as the authors' code does, instead of its state")
+    add("--save_descriptors", default=None, metavar="PATH",
+        help="testing: write the sat and grd descriptors (dataset order) and the ids to this .npz")
+    add("--match_radius", type=float, default=5.0,
+        help="testing on CVACT_test: a retrieved image within this many metres of the query counts; "
+             "0: one-to-one, only the query's own aerial image counts")
+    return parser
+
+
+_NOT_GIVEN = object()
+
+
+def parse_options(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[argparse.Namespace, set[str]]:
+    """The parsed options, and the names (dests) of those the command line gave, whatever their value.
+
+    A checkpoint or a continued run fills in what the command line left out, so "given" must be told
+    apart from "equal to the default".
+    """
+    opt = parser.parse_args(argv)
+    probe = argparse.Namespace(**{action.dest: _NOT_GIVEN for action in parser._actions
+                                  if action.dest != argparse.SUPPRESS})
+    parser.parse_args(argv, namespace=probe)  # argparse fills in defaults only for names the namespace lacks
+    return opt, {name for name, value in vars(probe).items() if value is not _NOT_GIVEN}
+
+
+def flag_text(name: str, value: object) -> str:
+    """How a value reads on the command line: `--sa_num 8`, `--no_fc`, `no --no_fc`."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"no --{name}"
+    return f"--{name} {value}"
+
+
+def unused_options(opt: argparse.Namespace, given: set[str], unused: tuple[str, ...]) -> str | None:
+    """One line naming the given flags this entry point does not use, or None."""
+    names = [flag_text(name, getattr(opt, name)) for name in (*NO_EFFECT, *unused) if name in given]
+    return f"accepted but unused here: {', '.join(names)}" if names else None
 
 
 @dataclass(frozen=True)

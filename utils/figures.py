@@ -40,7 +40,7 @@ MATCH_COLOUR = "#1a9641"
 OTHER_COLOUR = "0.6"
 RECALL_NAMES = ("r@1", "r@5", "r@10", "r@1%")
 CSV_COLUMNS = (
-    "time", "run_folder", "dataset", "split", "num", "checkpoint", "match_radius_m",
+    "time", "run_folder", "dataset", "split", "num", "checkpoint", "protocol", "match_radius_m",
     *(f"{direction}_{name}" for direction in ("p2s", "s2p") for name in RECALL_NAMES),
     "precision", "no_fc", "sa_num", "sat_size", "grd_size",
 )
@@ -259,7 +259,7 @@ def results_row(summary: dict[str, Any], run_dir: str | os.PathLike) -> dict[str
     row = {
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "run_folder": os.path.abspath(run_dir),
-        **{key: summary.get(key) for key in ("dataset", "split", "num", "checkpoint", "match_radius_m")},
+        **{key: summary.get(key) for key in ("dataset", "split", "num", "checkpoint", "protocol", "match_radius_m")},
         **{f"{direction}_{name}": f"{summary[direction][name]:.4f}"
            for direction in ("p2s", "s2p") for name in RECALL_NAMES},
         **{key: summary.get(key) for key in ("precision", "no_fc", "sa_num")},

@@ -1,21 +1,17 @@
 """The spatial-aware attention maps of both branches drawn over their images, as in the paper's figure.
 
-`python -m utils.visualize --checkpoint CKPT --CVUSA --data_root_cvusa DIR --num_samples 3 --out maps.png`
-takes evenly spaced pairs of the evaluation split (CVUSA: val; CVACT: --eval_split) and draws, for each,
-the aerial image and the panorama followed by their K attention maps (the model without FC layers,
-`--no_fc`, has one: the channel-wise max-pooled map). Each map is upsampled to its image and laid over it
+For each pair: the aerial image and the panorama, each followed by its K attention maps (the model without
+FC layers has one: the channel-wise max-pooled map). Each map is upsampled to its image and laid over it
 with a colormap, scaled to its own range, since only where a map is high matters, not its scale.
 
-The drawing functions take any `CrossViewNet`; the command line on top of them reads checkpoints and
-datasets, like test.py.
+The functions take any network with `attention_maps(sat, grd)` (model.network.CrossViewNet); the command
+line on top of them is visualize.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,14 +19,8 @@ import torch
 from matplotlib.figure import Figure, SubFigure
 from torch import nn
 
-from dataset.cvact import CVACT
-from dataset.cvusa import CVUSA
-from dataset.errors import DatasetError
-from model.network import CrossViewNet
-from utils.checkpoint import CheckpointError, load_weights
-from utils.cli import UsageError, add_common_options, dataset_name, parse_devices, run_main
-from utils.figures import label_panorama, new_figure, save_figure, to_hwc
-from utils.images import ImageReadError, to_model_range
+from utils.figures import label_panorama, new_figure, to_hwc
+from utils.images import to_model_range
 
 COLORMAP = "jet"
 ALPHA = 0.5
@@ -120,42 +110,3 @@ def attention_figure(net: nn.Module, samples: Sequence[dict[str, Any]], title: s
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_options(parser)
-    parser.add_argument("--num_samples", type=int, default=3, help="pairs of the evaluation split to draw")
-    parser.add_argument("--out", required=True, metavar="PNG", help="where to save the figure")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    opt = build_parser().parse_args(argv)
-    if not opt.checkpoint:
-        raise UsageError("utils.visualize needs --checkpoint PATH (published weights or this project's .ckpt)")
-    if opt.num_samples < 1:
-        raise UsageError(f"--num_samples {opt.num_samples}: expected 1 or more")
-    sizes = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w)}
-    name = dataset_name(opt)
-    if name == "CVACT":
-        dataset = CVACT(opt.data_root_cvact, opt.eval_split, mat_file=opt.mat_list, **sizes)
-    else:
-        dataset = CVUSA(opt.data_root_cvusa, "val", train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes)
-    devices = parse_devices(opt.gpu_ids)
-    device = torch.device(f"cuda:{devices.devices[0]}" if devices.accelerator == "gpu" else "cpu")
-    net = CrossViewNet(**sizes, sa_num=opt.sa_num, use_fc=not opt.no_fc)
-    load_weights(net, opt.checkpoint)
-    net.to(device)
-
-    chosen = np.unique(np.linspace(0, len(dataset) - 1, min(opt.num_samples, len(dataset))).round().astype(int))
-    samples = [dataset[int(i)] for i in chosen]
-    kind = "max-pooled map (no FC)" if opt.no_fc else f"{opt.sa_num} spatial-aware attention maps"
-    title = f"{name} {dataset.split}: {kind} of {Path(opt.checkpoint).name}, each scaled to its own range"
-    out = save_figure(attention_figure(net, samples, title), opt.out)
-    print(f"attention maps of {len(samples)} pairs: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    run_main(main, (UsageError, DatasetError, CheckpointError, ImageReadError))

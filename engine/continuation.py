@@ -1,0 +1,58 @@
+"""Continuing a run: its options come from its checkpoint, and only what may change can be given again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from utils.cli import NO_EFFECT, TESTING_ONLY, UsageError, flag_text
+
+OPTIONS_KEY = "options"  # this project's checkpoints carry the run's options under this key
+OPTIONS_FILE = "options.json"
+# What a continued run may be given anew: how long, where the data lies now, and on what it runs.
+MAY_CHANGE = ("n_epochs", "num_workers", "data_root_cvusa", "data_root_cvact", "gpu_ids", "cpu_procs", "precision",
+              "deterministic", "channels_last", "compile", "debug")
+# What describes this call rather than the run: never taken from the stored options, never a contradiction.
+ABOUT_THIS_CALL = ("resume", "checkpoint", "test", "results_dir", "name", *NO_EFFECT, *TESTING_ONLY)
+
+
+def stored_options(ckpt: Mapping[str, Any], checkpoint: str | Path) -> dict[str, Any] | None:
+    """The options of the run a checkpoint belongs to: carried inside it, else the options.json beside it."""
+    if isinstance(ckpt.get(OPTIONS_KEY), Mapping):
+        return dict(ckpt[OPTIONS_KEY])
+    beside = Path(checkpoint).parent / OPTIONS_FILE
+    if beside.is_file():
+        try:
+            return json.loads(beside.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{beside}: cannot be read as the run's options ({exc})") from None
+    return None
+
+
+def continue_options(opt: argparse.Namespace, given: set[str], stored: Mapping[str, Any], source: str) -> list[str]:
+    """Take the run's stored options for everything the command line left out; returns the flags changed.
+
+    A given flag that differs from the run's value is refused in one line naming both values, unless it is
+    one of MAY_CHANGE.
+    """
+    changed = []
+    for name, value in stored.items():
+        if name in ABOUT_THIS_CALL or not hasattr(opt, name):
+            continue
+        if name not in given:
+            setattr(opt, name, value)
+            continue
+        new = getattr(opt, name)
+        if new == value:
+            continue
+        if name not in MAY_CHANGE:
+            raise UsageError(
+                f"{flag_text(name, new)}: the run of {source} was configured with {flag_text(name, value)}; a "
+                "continued run keeps its options, only --n_epochs, --num_workers, the data roots and the device "
+                "flags may change"
+            )
+        changed.append(f"{flag_text(name, new)} (was {flag_text(name, value)})")
+    return changed

@@ -1,0 +1,60 @@
+"""Draw the spatial-aware attention maps of a checkpoint over evaluation images, as in the paper's figure.
+
+`python visualize.py --checkpoint CKPT --CVUSA --data_root_cvusa DIR --num_samples 3 --out maps.png` takes
+evenly spaced pairs of the evaluation split (CVUSA: val; CVACT: --eval_split) and draws each pair's K maps
+(one, the max-pooled map, for a model without FC layers). The model's sizes, --sa_num and --no_fc come from
+the checkpoint, as in test.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset.cvact import CVACT
+from dataset.cvusa import CVUSA
+from engine.build import KNOWN_ERRORS
+from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
+from model.network import CrossViewNet
+from utils.attention_figure import attention_figure
+from utils.checkpoint import read_checkpoint
+from utils.cli import UsageError, build_parser, dataset_name, parse_devices, parse_options, run_main
+from utils.figures import save_figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(__doc__)
+    parser.add_argument("--num_samples", type=int, default=3, help="pairs of the evaluation split to draw")
+    parser.add_argument("--out", required=True, metavar="PNG", help="where to save the figure")
+    opt, given = parse_options(parser, argv)
+    if not opt.checkpoint:
+        raise UsageError("visualize.py needs --checkpoint PATH (published weights or this project's .ckpt)")
+    if opt.num_samples < 1:
+        raise UsageError(f"--num_samples {opt.num_samples}: expected 1 or more")
+    name = dataset_name(opt)
+    devices = parse_devices(opt.gpu_ids)
+    ckpt = read_checkpoint(opt.checkpoint)
+    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    config = config_of(opt)
+    net = CrossViewNet(config.sat_size, config.grd_size, config.sa_num, config.use_fc)
+    load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
+    sizes = {"sat_size": config.sat_size, "grd_size": config.grd_size}
+    if name == "CVACT":
+        dataset = CVACT(opt.data_root_cvact, opt.eval_split, mat_file=opt.mat_list, **sizes)
+    else:
+        dataset = CVUSA(opt.data_root_cvusa, "val", train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes)
+    net.to(torch.device(f"cuda:{devices.devices[0]}" if devices.accelerator == "gpu" else "cpu"))
+
+    chosen = np.unique(np.linspace(0, len(dataset) - 1, min(opt.num_samples, len(dataset))).round().astype(int))
+    samples = [dataset[int(i)] for i in chosen]
+    kind = f"{config.sa_num} spatial-aware attention maps" if config.use_fc else "max-pooled map (no FC)"
+    title = f"{name} {dataset.split}: {kind} of {Path(opt.checkpoint).name}, each scaled to its own range"
+    out = save_figure(attention_figure(net, samples, title), opt.out)
+    print(f"attention maps of {len(samples)} pairs: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, KNOWN_ERRORS)
