@@ -38,7 +38,7 @@ from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: each image's size and modification time are kept, to notice files overwritten in place
 MAT_SPLITS = ("all", "train", "val", "test")
 KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError)
 
@@ -72,12 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class Gallery:
-    """Aerial images to search: ids, paths, (N, 2) positions or None, and where they were listed from."""
+    """Aerial images to search: ids, paths, (N, 2) positions or None, and where they were listed from.
+
+    `stamps` (N, 2) holds each file's size and modification time in nanoseconds, read from the files when
+    not given.
+    """
 
     ids: list[str]
     paths: list[str]
     positions: np.ndarray | None
     source: str
+    stamps: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.stamps is None:
+            self.stamps = file_stamps(self.paths)
+
+
+def file_stamps(paths: Sequence[str]) -> np.ndarray:
+    """(size, mtime_ns) of each file as int64, (N, 2); a file overwritten in place changes its mtime."""
+    stats = [os.stat(path) for path in paths]
+    return np.array([(stat.st_size, stat.st_mtime_ns) for stat in stats], dtype=np.int64).reshape(-1, 2)
 
 
 @dataclass
@@ -165,6 +180,7 @@ def save_index(path: Path, index: GalleryIndex) -> None:
         "ids": np.asarray(gallery.ids, dtype=str),
         "paths": np.asarray(gallery.paths, dtype=str),
         "config": np.asarray(json.dumps({**index.config, "source": gallery.source})),
+        "stamps": gallery.stamps,
     }
     if gallery.positions is not None:
         arrays["positions"] = gallery.positions
@@ -179,8 +195,9 @@ def load_index(path: Path) -> GalleryIndex:
         with np.load(path, allow_pickle=False) as arrays:
             config = json.loads(str(arrays["config"]))
             positions = arrays["positions"] if "positions" in arrays else None
+            stamps = arrays["stamps"] if "stamps" in arrays else np.zeros((0, 2), dtype=np.int64)  # format 1
             gallery = Gallery([str(i) for i in arrays["ids"]], [str(p) for p in arrays["paths"]], positions,
-                              config.pop("source"))
+                              config.pop("source"), stamps)
             return GalleryIndex(gallery, arrays["descriptors"].astype(np.float32), config)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise UsageError(f"--index {path}: not an index written by localize.py ({type(exc).__name__}: {exc}); "
@@ -201,6 +218,10 @@ def stale_reason(index: GalleryIndex, config: dict[str, Any], gallery: Gallery |
             return f"it indexes {index.gallery.source}, this call asks for {gallery.source}"
         if gallery.paths != index.gallery.paths:
             return f"the images in {gallery.source} changed since it was built"
+        if not np.array_equal(gallery.stamps, index.gallery.stamps):
+            changed = np.flatnonzero((gallery.stamps != index.gallery.stamps).any(axis=1))
+            return (f"{len(changed)} of the images in {gallery.source} were rewritten since it was built "
+                    f"({gallery.paths[changed[0]]} first)")
     return None
 
 

@@ -80,7 +80,12 @@ class RunCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        """ModelCheckpoint's own key, so checkpoints written before this class existed keep their best score."""
+        """One key per file name: ModelCheckpoint's own key is the same for `last` and `--save_step 1`."""
+        return f"{type(self).__qualname__}[{self.filename}]"
+
+    @property
+    def _legacy_state_key(self) -> str:
+        """Lightning's fallback key: ModelCheckpoint's, under which checkpoints before this class kept their state."""
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import random
 import sys
 import zlib
 from pathlib import Path
@@ -11,8 +14,12 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+import torch
 
 from tests.helpers import tiny_run_args
+from tests.offline_site import sitecustomize  # noqa: F401  (the network guard, for this process too)
+
+LOGGERS = ("cvgl", "pytorch_lightning")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,22 +44,48 @@ def reference_checkpoint(reference_dir: Path) -> dict:
     return build(str(reference_dir / "reference_state_small.json"))
 
 
+@contextlib.contextmanager
+def preserved_process_state():
+    """Whatever an entry point run in this process changes is put back: environment variables (the run
+    folder, Lightning's seed), random states, the log handlers setup_logging adds, torch's determinism."""
+    environ = dict(os.environ)
+    random_states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    handlers = {name: list(logging.getLogger(name).handlers) for name in LOGGERS}
+    deterministic, cudnn_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        random.setstate(random_states[0])
+        np.random.set_state(random_states[1])
+        torch.set_rng_state(random_states[2])
+        for name, kept in handlers.items():
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if h not in kept]:
+                logger.removeHandler(handler)
+                handler.close()
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def repository_entries() -> set[str]:
+    return {entry.name for entry in REPO_ROOT.iterdir() if not entry.name.startswith(".")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_alone():
+    """No test writes into the repository: runs, results and figures go to tmp_path."""
+    before = repository_entries()
+    yield
+    assert repository_entries() == before, f"the tests wrote {sorted(repository_entries() - before)} into {REPO_ROOT}"
+
+
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that tries to reach beyond this machine (loopback stays open for DDP/gloo)."""
-    import socket
-
-    connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address, *args, **kwargs):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and sock.family in (socket.AF_INET, socket.AF_INET6) and not (
-            host.startswith("127.") or host in ("localhost", "::1")
-        ):
-            raise OSError(f"test tried to reach {host}: tests must not use the network")
-        return connect(sock, address, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+def isolated_process_state():
+    """No test sees what an earlier one left in the process."""
+    with preserved_process_state():
+        yield
 
 
 def write_image(path: Path, size_hw: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -182,5 +215,7 @@ def tiny_trained_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory)
     import train
 
     results = tmp_path_factory.mktemp("results")
-    assert train.main(tiny_run_args(tiny_world, results, "--n_epochs", "2", "--no_pretrained", "--name", "run")) == 0
+    args = tiny_run_args(tiny_world, results, "--n_epochs", "2", "--no_pretrained", "--name", "run")
+    with preserved_process_state():
+        assert train.main(args) == 0
     return results / "run"

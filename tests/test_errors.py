@@ -1,12 +1,20 @@
-"""Each bad input ends train.py or test.py with exit code 2 and one line naming what is wrong, no traceback."""
+"""Each bad input ends train.py or test.py with exit code 2 and one line naming what is wrong, no traceback.
+
+The cases run the scripts' `__main__` path in this process (`run_entry_point`); one runs as a subprocess, so
+that the exit code and the line are also checked where the error comes out of a DataLoader worker.
+"""
 
 import shutil
+import urllib.error
 
 import pytest
 import scipy.io
 import torch
 
-from tests.helpers import run_script, tiny_run_args
+import test as test_script
+import train
+from engine.build import KNOWN_ERRORS
+from tests.helpers import run_entry_point, run_script, tiny_run_args
 
 
 def cvusa_copy(world, tmp_path):
@@ -49,7 +57,7 @@ def undecodable_image(world, tmp_path):
     root = cvusa_copy(world, tmp_path)
     victim = sorted((root / "CVUSA" / "sat").iterdir())[0]
     victim.write_bytes(b"this is not a jpeg")
-    return root, ["--num_workers", "1"], f"cannot read image {victim}: not a decodable image"
+    return root, [], f"cannot read image {victim}: not a decodable image"
 
 
 def batch_larger_than_split(world, tmp_path):
@@ -69,13 +77,42 @@ def resume_without_a_run(world, tmp_path):
     return world, ["--resume", str(tmp_path)], "no last.ckpt there"
 
 
+def both_datasets(world, tmp_path):
+    return world, ["--CVACT"], "pass one of --CVUSA and --CVACT, not both"
+
+
+def no_cpu_processes(world, tmp_path):
+    return world, ["--cpu_procs", "0"], "--cpu_procs 0: expected 1 or more processes"
+
+
 @pytest.mark.parametrize("case", [missing_root, missing_split_file, malformed_csv_line, empty_split, missing_image,
                                   undecodable_image, batch_larger_than_split, unknown_gpu_value,
-                                  unwritable_results_dir, resume_without_a_run])
-def test_train_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case):
+                                  unwritable_results_dir, resume_without_a_run, both_datasets, no_cpu_processes])
+def test_train_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case, monkeypatch, capsys):
     root, extra, message = case(tiny_world, tmp_path)
     args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", *extra)
-    assert_one_line_error(run_script("train.py", *args), message)
+    code = run_entry_point(train.main, KNOWN_ERRORS, args, monkeypatch)
+    assert_one_line_error(code, capsys.readouterr().err, message)
+
+
+def test_train_py_without_the_imagenet_weights_names_the_file_and_the_flag(tiny_world, tmp_path, monkeypatch,
+                                                                           capsys):
+    def download(*args, **kwargs):  # what torchvision meets without a network
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", download)
+    args = tiny_run_args(tiny_world, tmp_path / "results", "--n_epochs", "1")
+    code = run_entry_point(train.main, KNOWN_ERRORS, args, monkeypatch)
+    weights = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet34-b627a593.pth"
+    assert_one_line_error(code, capsys.readouterr().err, f"download that file to {weights} or pass --no_pretrained")
+
+
+def test_an_image_that_fails_in_a_loader_worker_ends_the_script_with_one_line(tiny_world, tmp_path):
+    root, _, message = undecodable_image(tiny_world, tmp_path)
+    args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", "--num_workers", "1")
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert_one_line_error(result.returncode, result.stderr, message)
 
 
 def act_data_without_utm(world, tmp_path):
@@ -102,25 +139,27 @@ def checkpoint_for_other_sizes(world, tmp_path):
 
 
 @pytest.mark.parametrize("case", [act_data_without_utm, text_file_as_checkpoint, checkpoint_for_other_sizes])
-def test_test_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case):
+def test_test_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case, monkeypatch, capsys):
     root, dataset, message = case(tiny_world, tmp_path)
     if not (tmp_path / "weights.pth").exists():
         from model.network import CrossViewNet
 
         torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128)).state_dict()}, tmp_path / "weights.pth")
     args = tiny_run_args(root, tmp_path / "results", "--checkpoint", str(tmp_path / "weights.pth"), dataset=dataset)
-    assert_one_line_error(run_script("test.py", *args), message)
+    code = run_entry_point(test_script.main, KNOWN_ERRORS, args, monkeypatch)
+    assert_one_line_error(code, capsys.readouterr().err, message)
 
 
-def assert_one_line_error(result, message):
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
+def assert_one_line_error(code, stderr, message):
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = run_script("train.py", "--CVUSA", "--data_root_cvusa", str(tmp_path / "nowhere"), "--gpu", "-1",
-                        "--no_pretrained", "--debug")
-    assert result.returncode == 2 and "Traceback" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no --results_dir
+    args = ["--CVUSA", "--data_root_cvusa", str(tmp_path / "nowhere"), "--gpu", "-1", "--no_pretrained", "--debug"]
+    assert run_entry_point(train.main, KNOWN_ERRORS, args, monkeypatch) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and stderr.strip().splitlines()[-1].startswith("error: ")

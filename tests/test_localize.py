@@ -10,7 +10,7 @@ import localize
 import test as test_script
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
-from tests.helpers import TINY_SIZES, run_script, tiny_run_args
+from tests.helpers import TINY_SIZES, run_entry_point, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
@@ -130,7 +130,7 @@ def test_a_cvact_index_file_gives_the_matches_positions(tiny_world, tiny_trained
         np.testing.assert_array_equal(arrays["positions"], val.utm)
 
 
-def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path):
+def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path, monkeypatch, capsys):
     checkpoint = tiny_trained_run / "best.ckpt"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match=r"--aerial_dir .*empty: no images \(.jpg"):
@@ -145,9 +145,11 @@ def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path):
     with pytest.raises(UsageError, match="junk.npz: not an index written by localize.py"):
         localize.main(localize_args(checkpoint, "--index", str(tmp_path / "junk.npz")))
 
-    result = run_script("localize.py", *localize_args(checkpoint, "--aerial_dir", str(tmp_path / "nowhere")))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    capsys.readouterr()
+    code = run_entry_point(localize.main, localize.KNOWN_ERRORS,
+                           localize_args(checkpoint, "--aerial_dir", str(tmp_path / "nowhere")), monkeypatch)
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --aerial_dir {tmp_path / 'nowhere'}: not a folder; expected a folder of aerial images"]
 
 
@@ -160,3 +162,25 @@ def test_a_checkpoint_of_this_project_gives_the_sizes(tiny_trained_run, val_spli
     assert without_flags == printed_matches(capsys.readouterr().out) and len(without_flags) == 3
     with pytest.raises(CheckpointError, match="check --sa_num"):
         localize.main([*common, "--sa_num", "2"])
+
+
+def test_an_index_is_refused_for_another_checkpoint_source_or_rewritten_images(tiny_trained_run, aerial_dir,
+                                                                              tmp_path):
+    best, last, index = tiny_trained_run / "best.ckpt", tiny_trained_run / "last.ckpt", tmp_path / "gallery.npz"
+    assert localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index))) == 0
+    with pytest.raises(UsageError, match=f"is stale: it was built with checkpoint {best}, this call uses {last}"):
+        localize.main(localize_args(last, "--aerial_dir", str(aerial_dir), "--index", str(index)))
+    other = shutil.copytree(aerial_dir, tmp_path / "copy")
+    with pytest.raises(UsageError, match=f"is stale: it indexes {aerial_dir}, this call asks for {other}"):
+        localize.main(localize_args(best, "--aerial_dir", str(other), "--index", str(index)))
+
+    victim = sorted(aerial_dir.iterdir())[3]
+    victim.write_bytes(sorted(aerial_dir.iterdir())[4].read_bytes())  # same name, another image
+    later = victim.stat().st_mtime + 5
+    os.utime(victim, (later, later))
+    with pytest.raises(UsageError, match=re.escape(f"is stale: 1 of the images in {aerial_dir} were rewritten since "
+                                                   f"it was built ({victim} first)")):
+        localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index)))
+    assert localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index),
+                                       "--rebuild_index")) == 0
+    assert localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index))) == 0

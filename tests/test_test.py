@@ -1,17 +1,18 @@
 import csv
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 import test as test_script
-from dataset.cvusa import CVUSA
+from dataset.cvact import CVACT
 from model.network import CrossViewNet
 from tests.helpers import TINY_SIZES, run_script, tiny_run_args
-from utils.checkpoint import CheckpointError, load_weights
+from tests.utils.test_figures import assert_readable_png
+from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
-from utils.images import to_model_range
 
 RESULT_KEYS = {"dataset", "split", "num", "checkpoint", "p2s", "s2p"}
 FIGURES = {"r@1", "r@5", "r@10", "r@1%"}
@@ -32,46 +33,66 @@ def test_testing_a_trained_run_writes_results_and_prints_the_table(tiny_world, t
     assert results["p2s"]["r@1"] == pytest.approx(summary["val/p2s_r@1"])
     printed = capsys.readouterr().out
     assert "ground->aerial" in printed and "R@1%" in printed and str(tmp_path / "t" / "results.json") in printed
-    assert (tmp_path / "t" / "recall_curve.png").is_file() and (tmp_path / "t" / "retrievals.png").is_file()
+    assert_readable_png(tmp_path / "t" / "recall_curve.png")
+    assert_readable_png(tmp_path / "t" / "retrievals.png", min_bytes=20_000)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 1 and rows[0]["run_folder"] == str(tmp_path / "t") and rows[0]["num"] == "13"
 
 
-def test_published_weights_give_the_reference_models_descriptors(tiny_world, reference_checkpoint, tmp_path):
+def authors_input(path):
+    """An image file as the authors' loader hands it to their network: RGB, (x / 255 - 0.5) / 0.5, CHW."""
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32)
+    return torch.from_numpy(((image / 255.0 - 0.5) / 0.5).transpose(2, 0, 1).copy())
+
+
+def test_published_weights_give_the_descriptors_of_the_raw_files(tiny_world, reference_checkpoint, tmp_path):
     path = tmp_path / "published.pth"
     torch.save(reference_checkpoint, path)
     saved = tmp_path / "descriptors.npz"
     args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--save_descriptors", str(saved))
     assert test_script.main(args) == 0
-    dataset = CVUSA(tiny_world / "CVUSA", "val", (64, 64), (32, 128))
+    ids = [line.split(",")[0].rsplit("/", 1)[1][:-4]
+           for line in (tiny_world / "CVUSA" / "splits" / "val-19zl.csv").read_text().splitlines()]
     net = CrossViewNet((64, 64), (32, 128)).eval()
-    load_weights(net, path)
-    batch = [dataset[i] for i in range(len(dataset))]
+    net.load_state_dict(reference_checkpoint["retrieval_model_dict"])
     with torch.no_grad():
-        sat, grd = net(to_model_range(torch.stack([b["sat"] for b in batch])),
-                       to_model_range(torch.stack([b["grd"] for b in batch])))
-    arrays = np.load(saved)
-    np.testing.assert_allclose(arrays["sat"], sat.numpy(), atol=1e-5)
-    np.testing.assert_allclose(arrays["grd"], grd.numpy(), atol=1e-5)
-    assert list(arrays["ids"]) == dataset.ids
+        sat = net.embed_sat(torch.stack([authors_input(tiny_world / "CVUSA" / "sat" / f"{i}.jpg") for i in ids]))
+        grd = net.embed_grd(torch.stack([authors_input(tiny_world / "CVUSA" / "grd" / f"{i}.png") for i in ids]))
+    with np.load(saved) as arrays:
+        np.testing.assert_allclose(arrays["sat"], sat.numpy(), atol=1e-5)
+        np.testing.assert_allclose(arrays["grd"], grd.numpy(), atol=1e-5)
+        assert list(arrays["ids"]) == ids
 
 
-def test_cvact_test_split_counts_matches_within_the_radius(tiny_world, tiny_trained_run, tmp_path):
+def test_cvact_val_through_test_py_is_one_to_one_on_val_set(tiny_world, tiny_trained_run, tmp_path):
+    saved = tmp_path / "descriptors.npz"
     args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(tiny_trained_run / "last.ckpt"),
-                         "--eval_split", "test", "--name", "act", dataset="CVACT")
+                         "--eval_split", "val", "--save_descriptors", str(saved), "--name", "act", dataset="CVACT")
     assert test_script.main(args) == 0
     results = read_results(tmp_path / "act")
-    assert (results["dataset"], results["split"], results["match_radius_m"]) == ("CVACT", "test", 5.0)
+    val = CVACT(tiny_world / "CVACT", "val", (64, 64), (32, 128))
+    assert (results["split"], results["num"], results["protocol"]) == ("val", len(val), "one-to-one")
+    with np.load(saved) as arrays:
+        assert list(arrays["ids"]) == val.ids
+        assert results["p2s"] == pytest.approx(slow_recall(arrays["sat"], arrays["grd"], val.utm, 0.0))
 
 
 def test_ddp_over_two_cpu_processes_gives_the_single_process_recall(tiny_world, tiny_trained_run, tmp_path):
     common = ("--checkpoint", str(tiny_trained_run / "best.ckpt"))
-    assert test_script.main(tiny_run_args(tiny_world, tmp_path, *common, "--name", "one")) == 0
-    result = run_script("test.py", *tiny_run_args(tiny_world, tmp_path, *common, "--name", "two", "--cpu_procs", "2"))
+    single = ("--save_descriptors", str(tmp_path / "one.npz"))
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path, *common, "--name", "one", *single)) == 0
+    args = tiny_run_args(tiny_world, tmp_path, *common, "--name", "two", "--cpu_procs", "2", "--save_descriptors",
+                         str(tmp_path / "two.npz"))
+    result = run_script("test.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
     one, two = read_results(tmp_path / "one"), read_results(tmp_path / "two")
     assert two["num"] == one["num"] == 13
+    with np.load(tmp_path / "one.npz") as single, np.load(tmp_path / "two.npz") as gathered:
+        assert list(gathered["ids"]) == list(single["ids"])
+        for view in ("sat", "grd"):  # gathered from both processes into dataset order, padding dropped
+            np.testing.assert_allclose(gathered[view], single[view], atol=1e-6)
+    assert (tmp_path / "two" / "retrievals.png").read_bytes() == (tmp_path / "one" / "retrievals.png").read_bytes()
     assert (two["p2s"], two["s2p"]) == (one["p2s"], one["s2p"])
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["one", "two"]
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))  # one row per run: only rank 0 writes

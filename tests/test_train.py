@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+import model.lightning
 import test as test_script
 import train
-from engine.build import build_module
-from tests.helpers import TINY_SIZES, run_script, tiny_run_args
+import visualize
+from dataset.cvact import CVACT
+from engine.build import KNOWN_ERRORS, build_module
+from tests.helpers import SMALL_SIZES, TINY_SIZES, run_entry_point, run_script, tiny_run_args
+from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import read_checkpoint
 from utils.cli import UsageError, build_parser
 
@@ -18,11 +22,14 @@ def test_a_run_folder_holds_options_log_and_checkpoints(tiny_trained_run):
     assert {"options.json", "log.txt", "best.ckpt", "last.ckpt", "summary.json", "tensorboard"} <= names
     options = json.loads((tiny_trained_run / "options.json").read_text())
     assert options["n_epochs"] == 2 and options["sa_num"] == 8
-    summary = json.loads((tiny_trained_run / "summary.json").read_text())
-    assert 0 <= summary["val/p2s_r@1"] <= 100
     log = (tiny_trained_run / "log.txt").read_text()
     assert "Options" in log
-    assert "epoch 0 validation, 13 pairs: p2s R@1 " in log and "epoch 1 validation, 13 pairs: " in log
+    validated = [float(log.split(f"epoch {epoch} validation, 13 pairs: p2s R@1 ")[1].split()[0]) for epoch in (0, 1)]
+    summary = json.loads((tiny_trained_run / "summary.json").read_text())
+    assert summary["val/p2s_r@1"] == pytest.approx(max(validated), abs=0.005)  # the log prints two decimals
+    best_epoch = validated.index(max(validated))  # a later epoch replaces best.ckpt only when strictly better
+    assert read_checkpoint(tiny_trained_run / "best.ckpt")["epoch"] == best_epoch
+    assert summary["best_checkpoint"] == str(tiny_trained_run / "best.ckpt")
     assert read_checkpoint(tiny_trained_run / "last.ckpt")["epoch"] == 1
 
 
@@ -60,14 +67,14 @@ def test_a_batch_larger_than_the_split_is_refused(tiny_world, tmp_path):
 
 def test_train_script_exits_with_one_line_for_a_missing_root(tmp_path):
     result = run_script("train.py", "--CVUSA", "--data_root_cvusa", str(tmp_path / "nowhere"), "--gpu", "-1",
-                        "--no_pretrained")
+                        "--no_pretrained", cwd=tmp_path)
     assert result.returncode == 2
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bf16_mixed_trains_and_tests_on_the_cpu(tiny_world, tmp_path, capsys):
     # Smaller images than the other runs: without bf16 instructions the CPU computes bf16 slowly.
-    small = ["--sat_size_h", "32", "--sat_size_w", "32", "--grd_size_h", "16", "--grd_size_w", "64",
+    small = ["--sat_size_h", "16", "--sat_size_w", "16", "--grd_size_h", "8", "--grd_size_w", "32",
              "--precision", "bf16-mixed"]
     args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--name", "bf16", *small)
     assert train.main(args) == 0
@@ -186,3 +193,114 @@ def test_a_published_adam_state_is_continued_with_the_command_lines_lr_and_betas
         assert not torch.equal(first, torch.zeros_like(first))
     log = (tmp_path / "run" / "log.txt").read_text()
     assert ("a fresh Adam" in log) == reset and ("its Adam state with --lr 0.0001" in log) != reset
+
+
+def test_a_loss_that_turns_nan_exits_2_and_last_ckpt_keeps_the_last_good_state(tiny_world, tmp_path, monkeypatch,
+                                                                                capsys):
+    common = tiny_run_args(tiny_world, tmp_path, "--no_pretrained", *SMALL_SIZES)
+    assert train.main([*common, "--n_epochs", "1", "--name", "clean"]) == 0
+    real_loss, calls = model.lightning.soft_margin_triplet_loss, []
+
+    def loss_turning_nan(*args, **kwargs):  # the second batch of the second epoch (3 batches an epoch)
+        calls.append(None)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(model.lightning, "soft_margin_triplet_loss", loss_turning_nan)
+    assert run_entry_point(train.main, KNOWN_ERRORS, [*common, "--n_epochs", "2", "--name", "nan"], monkeypatch) == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: loss is nan at epoch 1, batch 1; the weights were not updated")
+    saved, clean = read_checkpoint(tmp_path / "nan" / "last.ckpt"), read_checkpoint(tmp_path / "clean" / "last.ckpt")
+    assert saved["epoch"] == 0 and saved["state_dict"].keys() == clean["state_dict"].keys()
+    for key, value in clean["state_dict"].items():  # batch-norm statistics included
+        assert torch.equal(saved["state_dict"][key], value), key
+
+
+def test_cvact_training_hands_each_batchs_positions_to_the_loss(tiny_world, tmp_path, monkeypatch):
+    real_loss, positions = model.lightning.soft_margin_triplet_loss, []
+
+    def recording_loss(sat, grd, *args, utm=None, **kwargs):
+        positions.append(utm)
+        return real_loss(sat, grd, *args, utm=utm, **kwargs)
+
+    monkeypatch.setattr(model.lightning, "soft_margin_triplet_loss", recording_loss)
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", dataset="CVACT")
+    assert train.main(args) == 0
+    train_split = CVACT(tiny_world / "CVACT", "train", (64, 64), (32, 128))
+    assert [len(utm) for utm in positions] == [8, 8, 8]
+    seen = torch.cat(positions)
+    assert seen.dtype == torch.float64
+    # every training pair once, each with its own position (the 25 m mask works on these)
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, train_split.utm.tolist()))
+
+
+def test_the_model_without_fc_layers_trains_tests_and_draws(tiny_world, tmp_path):
+    assert train.main(tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--no_fc",
+                                    "--name", "no_fc")) == 0
+    checkpoint = tmp_path / "no_fc" / "best.ckpt"
+    assert read_checkpoint(checkpoint)["hyper_parameters"]["use_fc"] is False
+    saved = tmp_path / "descriptors.npz"
+    args = ["--CVUSA", "--data_root_cvusa", str(tiny_world / "CVUSA"), "--gpu", "-1", "--num_workers", "0",
+            "--results_dir", str(tmp_path), "--checkpoint", str(checkpoint), "--save_descriptors", str(saved)]
+    assert test_script.main([*args, "--name", "t"]) == 0  # the checkpoint says it has no FC layers
+    results = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert results["no_fc"] is True and results["sat_size"] == [64, 64]
+    with np.load(saved) as arrays:
+        assert arrays["sat"].shape == (13, 256) and arrays["grd"].shape == (13, 256)
+    assert_readable_png(tmp_path / "t" / "recall_curve.png")
+    assert_readable_png(tmp_path / "t" / "retrievals.png", min_bytes=20_000)
+    assert visualize.main([*args[:5], "--checkpoint", str(checkpoint), "--num_samples", "1",
+                           "--out", str(tmp_path / "maps.png")]) == 0
+    assert_readable_png(tmp_path / "maps.png")
+
+
+def test_ddp_training_over_two_cpu_processes_writes_one_run_on_the_whole_gallery(tiny_world, tmp_path):
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--cpu_procs", "2",
+                         "--name", "ddp", *SMALL_SIZES)
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    run = tmp_path / "ddp"
+    log = (run / "log.txt").read_text()
+    assert log.count("epoch 0 validation, 13 pairs: ") == 1 and log.count("Options") == 1
+    assert log.count("epoch 0 training: hard-negative ratio 1\n") == 1
+    assert {"options.json", "best.ckpt", "last.ckpt", "summary.json"} <= {p.name for p in run.iterdir()}
+    validated = float(log.split("epoch 0 validation, 13 pairs: p2s R@1 ")[1].split()[0])
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path / "test", "--checkpoint", str(run / "best.ckpt"),
+                                          "--name", "t", *SMALL_SIZES)) == 0
+    tested = json.loads((tmp_path / "test" / "t" / "results.json").read_text())["p2s"]["r@1"]
+    assert tested == pytest.approx(validated, abs=0.005)  # the log prints two decimals
+
+
+def test_a_checkpoint_outside_its_run_folder_continues_in_a_new_one(tiny_world, tiny_trained_run, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tiny_trained_run / "last.ckpt", elsewhere / "copied.ckpt")
+    args = ["--checkpoint", str(elsewhere / "copied.ckpt"), "--n_epochs", "3", "--results_dir", str(tmp_path / "runs"),
+            "--name", "continued"]
+    assert train.main(args) == 0  # the copied checkpoint carries the run's options
+    run = tmp_path / "runs" / "continued"
+    assert read_checkpoint(run / "last.ckpt")["epoch"] == 2
+    assert {"best.ckpt", "last.ckpt", "options.json"} <= {p.name for p in run.iterdir()}
+    assert read_checkpoint(run / "best.ckpt")["epoch"] == 2  # its best starts afresh in the new folder
+    assert [p.name for p in elsewhere.iterdir()] == ["copied.ckpt"]
+    assert "continuing " + str(elsewhere / "copied.ckpt") + " after 2 epochs in a new folder" in (
+        run / "log.txt").read_text()
+
+
+def test_save_step_debug_and_deterministic_reach_the_trainer(tiny_world, tmp_path, monkeypatch):
+    built = []
+
+    def recording_trainer(*args, **kwargs):
+        built.append(real_trainer(*args, **kwargs))
+        return built[-1]
+
+    real_trainer = train.build_trainer
+    monkeypatch.setattr(train, "build_trainer", recording_trainer)
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "2", "--no_pretrained", "--save_step", "1", "--debug",
+                         "--deterministic", "--name", "run")
+    assert train.main(args) == 0
+    (trainer,) = built
+    assert trainer.limit_train_batches == 42 and trainer.num_training_batches == 3  # 42 at most, 3 in the split
+    assert torch.are_deterministic_algorithms_enabled()
+    assert {"epoch000.ckpt", "epoch001.ckpt"} <= {p.name for p in (tmp_path / "run").iterdir()}

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
+from dataset import synthetic
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
 from dataset.datamodule import CVACTDataModule, CVUSADataModule, default_num_workers
@@ -115,7 +116,6 @@ def test_loader_before_setup_and_bad_arguments_are_refused(fake_cvact_root):
 
 
 def test_cvusa_from_the_synthetic_world(tmp_path):
-    synthetic = pytest.importorskip("dataset.synthetic")
     synthetic.generate(tmp_path, num_train=12, num_val=6, seed=0, sat_size=SAT, grd_size=GRD, progress=False)
     module = cvusa_module(tmp_path / "CVUSA")
     module.setup("fit")
@@ -125,7 +125,6 @@ def test_cvusa_from_the_synthetic_world(tmp_path):
 
 
 def test_cvact_from_the_synthetic_world(tmp_path):
-    synthetic = pytest.importorskip("dataset.synthetic")
     synthetic.generate(tmp_path, num_train=12, num_val=6, seed=0, sat_size=SAT, grd_size=GRD, progress=False)
     module = cvact_module(tmp_path / "CVACT", eval_split="test")
     module.setup()

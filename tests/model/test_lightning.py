@@ -4,13 +4,12 @@ import torch
 from model.lightning import CrossViewModule, NonFiniteLossError
 
 
-def test_a_non_finite_loss_stops_training_before_the_step_naming_epoch_and_batch():
+def test_a_non_finite_loss_raises_naming_epoch_and_batch():
+    # that the weights stay those of the last good state is checked through train.py (tests/test_train.py)
     module = CrossViewModule((64, 64), (32, 128), pretrained=False)
-    before = {k: v.detach().clone() for k, v in module.named_parameters()}
     batch = {"sat": torch.full((4, 3, 64, 64), float("nan")), "grd": torch.randn(4, 3, 32, 128)}
     with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 0, batch 7"):
         module.training_step(batch, 7)
-    assert all(torch.equal(v, before[k]) for k, v in module.named_parameters())
 
 
 def test_batches_are_scaled_to_the_model_range_on_the_device():

@@ -1,6 +1,8 @@
 import csv
 
 import cv2
+import numpy as np
+import pytest
 import torch
 
 from dataset.cvact import CVACT
@@ -12,6 +14,7 @@ from utils.figures import (
     evaluation_retrievals,
     new_figure,
     recall_curve,
+    recall_curve_figure,
     results_row,
     save_figure,
     write_test_report,
@@ -68,8 +71,19 @@ def test_cvact_test_split_figures_count_neighbours_within_the_radius(tiny_world,
                                 descriptors, dataset)
     assert_readable_png(written["recall_curve"])
     assert_readable_png(written["retrievals"])
-    retrievals = evaluation_retrievals(descriptors, dataset, radius=1e6)  # every reference counts
-    assert all(r.is_match[0] and "rank 1" in r.query_title and "m from the query" in r.titles[0] for r in retrievals)
+    distances = np.hypot(*(dataset.utm[:, None] - dataset.utm[None]).transpose(2, 0, 1))
+    radius = float(np.median(distances))  # about half of the references count for each query
+    retrievals = evaluation_retrievals(descriptors, dataset, num_queries=len(dataset), radius=radius)
+    similarities = (descriptors["grd"] @ descriptors["sat"].T).numpy()
+    for query, retrieval in enumerate(retrievals):
+        positives = np.flatnonzero(distances[query] <= radius)
+        assert 0 < len(positives) < len(dataset)
+        rank = 1 + int((similarities[query] > similarities[query, positives].max()).sum())
+        assert f"true match at rank {rank} (within {radius:g} m)" in retrieval.query_title
+        shown = [dataset.ids.index(title.split("\n")[1]) for title in retrieval.titles]
+        assert retrieval.is_match == [bool(distances[query, index] <= radius) for index in shown]
+        assert all(f"{distances[query, index]:.0f} m from the query" in title
+                   for index, title in zip(shown, retrieval.titles, strict=True))
 
 
 def test_recall_curve_agrees_with_recall_at_k_and_reaches_one_percent_of_the_gallery():
@@ -119,7 +133,9 @@ def test_a_gallery_smaller_than_the_top_five_still_draws(tiny_world, tmp_path):
     dataset.ids = dataset.dataset.ids[:3]
     written = write_test_report(tmp_path, tmp_path / "results.csv", summary_for("CVUSA", "val", 3),
                                 noisy_descriptors(3), dataset)
-    assert all(path.is_file() for path in written.values())
+    assert_readable_png(written["recall_curve"])
+    image = assert_readable_png(written["retrievals"])
+    assert image.shape[1] > image.shape[0]  # three aerial columns beside each panorama
 
 
 def test_a_figure_is_saved_into_a_new_folder_without_leftovers(tmp_path):
@@ -128,3 +144,21 @@ def test_a_figure_is_saved_into_a_new_folder_without_leftovers(tmp_path):
     path = save_figure(figure, tmp_path / "new" / "plot.png")
     assert path == tmp_path / "new" / "plot.png"
     assert cv2.imread(str(path)) is not None and [p.name for p in path.parent.iterdir()] == ["plot.png"]
+
+
+@pytest.mark.parametrize(("num", "log_scale"), [(150, False), (1000, False), (20_000, True)])
+def test_the_recall_curve_marks_one_percent_of_the_gallery_and_goes_logarithmic_past_k_100(num, log_scale):
+    ks = list(range(1, curve_max_k(num) + 1))
+    curves = {direction: [min(100.0, 10.0 * k) for k in ks] for direction in ("p2s", "s2p")}
+    axes = recall_curve_figure(ks, curves, num, "title").axes[0]
+    assert axes.get_xscale() == ("log" if log_scale else "linear")
+    vertical = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+    assert len(vertical) == 1 and list(vertical[0].get_xdata()) == [0.01 * num, 0.01 * num]
+    assert f"k = 1% of the gallery ({0.01 * num:g})" in [text.get_text() for text in axes.get_legend().get_texts()]
+    chance = next(line for line in axes.get_lines() if line.get_label() == "chance (k / N)")
+    assert list(chance.get_ydata()) == pytest.approx([100.0 * k / num for k in ks])
+
+
+def test_a_gallery_under_100_has_no_one_percent_line():
+    axes = recall_curve_figure(list(range(1, 11)), {"p2s": [50.0] * 10, "s2p": [50.0] * 10}, 50, "t").axes[0]
+    assert not [line for line in axes.get_lines() if line.get_linestyle() == "--"]
