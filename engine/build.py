@@ -34,7 +34,7 @@ def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
         lr=opt.lr, b1=opt.b1, b2=opt.b2, lambda_sm=opt.lambda_sm,
         hard_topk_ratios=(opt.hard_topk_ratio, opt.hard_decay1_topk_ratio, opt.hard_decay2_topk_ratio,
                           opt.hard_decay3_topk_ratio),
-        channels_last=opt.channels_last, compile_net=opt.compile, **kwargs,
+        channels_last=opt.channels_last, compile_net=opt.compile, global_negatives=opt.global_negatives, **kwargs,
     )
 
 

@@ -13,10 +13,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from model.loss import gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
 from utils.images import to_model_range
-from utils.recall import recall_at_k, recall_within_distance
+from utils.recall import Shard, recall_at_k, recall_within_distance
 
 log = logging.getLogger("cvgl")
 
@@ -65,8 +65,10 @@ class CrossViewModule(pl.LightningModule):
     """Training, validation and test of `CrossViewNet`, with evaluation on the full gallery under DDP.
 
     `epoch_offset` counts epochs a published checkpoint already trained, so that the hard-negative
-    schedule goes on where it stopped. `distance_radius` (metres) switches evaluation to CVACT's
-    test-split rule: a query is found when a top-k reference lies within that radius of its position.
+    schedule goes on where it stopped. In-batch negatives are per device, as in the paper and the
+    authors' DDP; `global_negatives` takes them from the batches of all devices instead.
+    `distance_radius` (metres) switches evaluation to CVACT's test-split rule: a query is found when a
+    top-k reference lies within that radius of its position.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class CrossViewModule(pl.LightningModule):
         distance_radius: float | None = None,
         channels_last: bool = False,
         compile_net: bool = False,
+        global_negatives: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -138,8 +141,12 @@ class CrossViewModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         sat, grd = self.net(batch["sat"], batch["grd"])
+        utm = batch.get("utm")
+        if self.hparams.global_negatives and self.trainer.world_size > 1:  # negatives from every device's batch
+            sat, grd = gather_with_grad(sat), gather_with_grad(grd)
+            utm = None if utm is None else gather_with_grad(utm)
         ratio = self.hard_topk_ratio
-        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=batch.get("utm"))
+        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=utm)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at epoch {self.schedule_epoch}, batch {batch_idx}; the weights were not "
@@ -189,10 +196,11 @@ class CrossViewModule(pl.LightningModule):
             return
         gallery = self._gallery()
         radius = self.hparams.distance_radius
+        shard = Shard.of_process_group() if self.trainer.world_size > 1 else None  # 1/world of the products each
         if stage == "test" and radius is not None and "utm" in gallery:
-            results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius)
+            results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius, shard=shard)
         else:
-            results = recall_at_k(gallery["sat"], gallery["grd"])
+            results = recall_at_k(gallery["sat"], gallery["grd"], shard=shard)
         self.eval_results[stage] = results
         self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()}
         for direction, figures in results.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed.nn
 import torch.nn.functional as F
 
 HARD_NEGATIVE_EPOCHS = (20, 40, 60)
@@ -53,3 +54,12 @@ def _mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:
     if kept < losses.numel():
         losses = losses.topk(kept).values
     return losses.sum() / kept
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's `tensor` concatenated along dim 0, in rank order; gradients flow back to each's own part.
+
+    The loss of the gathered batch is the same on every process, and the backward pass sums each part's
+    gradients over the processes, so after DDP's average the weights get the gradient of that global loss.
+    """
+    return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()))

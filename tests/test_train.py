@@ -255,8 +255,9 @@ def test_the_model_without_fc_layers_trains_tests_and_draws(tiny_world, tmp_path
 
 
 def test_ddp_training_over_two_cpu_processes_writes_one_run_on_the_whole_gallery(tiny_world, tmp_path):
+    # with the negatives of both processes' batches (model/test_lightning.py checks that loss against one batch)
     args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--cpu_procs", "2",
-                         "--name", "ddp", *SMALL_SIZES)
+                         "--global_negatives", "--name", "ddp", *SMALL_SIZES)
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]

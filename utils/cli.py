@@ -36,7 +36,7 @@ NO_EFFECT = ("isTrain", "start_epoch")
 # What only training reads; test.py (and train.py --test) accepts these and names them as unused.
 TRAINING_ONLY = ("save_step", "n_epochs", "batch_size", "lr", "b1", "b2", "lambda_sm", "hard_topk_ratio",
                  "hard_decay1_topk_ratio", "hard_decay2_topk_ratio", "hard_decay3_topk_ratio", "no_pretrained",
-                 "resume", "reset_optimizer")
+                 "resume", "reset_optimizer", "global_negatives")
 # What only testing reads; train.py names these as unused.
 TESTING_ONLY = ("save_descriptors", "match_radius")
 
@@ -97,6 +97,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--compile", action="store_true",
         help="torch.compile the network: faster steps on a GPU after a first step of minutes")
     add("--no_pretrained", action="store_true", help="training: from scratch instead of ImageNet weights")
+    add("--global_negatives", action="store_true",
+        help="training under DDP: hard negatives from the batches of all devices, not each device's own")
     add("--resume", default=None, metavar="RUN_DIR",
         help="training: continue the run in this folder from its last.ckpt, with its own options")
     add("--reset_optimizer", action="store_true",

@@ -16,17 +16,43 @@ to that of a single N x N x D matrix product. They compare similarities instead 
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["recall_at_k", "recall_from_distances", "recall_within_distance"]
+__all__ = ["Shard", "recall_at_k", "recall_from_distances", "recall_within_distance"]
 
 # Aerial rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
 # and the matrix products run as fast as with larger chunks.
 DEFAULT_CHUNK_SIZE = 2048
 
 PairFinder = Callable[[int, int], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One process's share of the work: the aerial-row chunks i with i % world == rank.
+
+    Every process holds all descriptors, computes the matrix products of its own chunks only, and the
+    per-query counts of all shares are summed by `sum_across` (an all-reduce), so the figures equal those
+    of one process while each does about 1/world of the products.
+    """
+
+    rank: int
+    world: int
+    sum_across: Callable[[Tensor], Tensor]
+
+    @classmethod
+    def of_process_group(cls) -> "Shard":
+        """This process's share in the initialised torch.distributed group (gloo or NCCL)."""
+
+        def all_reduce_sum(tensor: Tensor) -> Tensor:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            return tensor
+
+        return cls(dist.get_rank(), dist.get_world_size(), all_reduce_sum)
 
 
 def _named_ks(ks: Sequence[float] | None, num_queries: int) -> list[tuple[str, float]]:
@@ -72,7 +98,9 @@ def recall_from_distances(dists: Tensor, ks: Sequence[float] | None = None) -> d
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
-def _count_closer(sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_size: int) -> tuple[Tensor, Tensor]:
+def _count_closer(
+    sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_size: int, shard: Shard | None = None
+) -> tuple[Tensor, Tensor]:
     """Per query, the number of references strictly more similar than its best positive reference.
 
     `positive_pairs(start, stop)` gives the (aerial row, ground column) index pairs that count as
@@ -102,10 +130,11 @@ def _count_closer(sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_si
     # booleans, and float32 counts are exact below 2**24.
     count_dtype = dtype if n < 2**24 else torch.float64
     closer_p2s = torch.zeros(n, dtype=torch.int64, device=sat.device)
-    closer_s2p = torch.empty(n, dtype=torch.int64, device=sat.device)
+    closer_s2p = torch.zeros(n, dtype=torch.int64, device=sat.device)
     block_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
     closer_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
-    for start in range(0, n, chunk_size):
+    starts = range(0, n, chunk_size)
+    for start in starts if shard is None else starts[shard.rank::shard.world]:
         stop = min(start + chunk_size, n)
         block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
         rows, cols = positive_pairs(start, stop)
@@ -114,18 +143,25 @@ def _count_closer(sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_si
         closer_s2p[start:stop] = closer.sum(1, dtype=count_dtype).to(torch.int64)
         closer = torch.gt(block, best_p2s[None, :], out=block)  # the block's last use
         closer_p2s += closer.sum(0, dtype=count_dtype).to(torch.int64)
+    if shard is not None:
+        closer_p2s, closer_s2p = shard.sum_across(closer_p2s), shard.sum_across(closer_s2p)
     return closer_p2s, closer_s2p
 
 
 @torch.no_grad()
 def recall_at_k(
-    sat: Tensor, grd: Tensor, ks: Sequence[float] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    sat: Tensor,
+    grd: Tensor,
+    ks: Sequence[float] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: Shard | None = None,
 ) -> dict[str, dict[str, float]]:
     """Recall in percent of paired descriptors (row i of `sat` matches row i of `grd`), both directions.
 
     Returns ``{"p2s": {"r@1": .., "r@5": .., "r@10": .., "r@1%": ..}, "s2p": {...}}`` for the default
     ks, or keys ``f"r@{k}"`` for the given ones. Works in chunks of `chunk_size` aerial rows on the
-    descriptors' device, in float32 at least, without ever holding the N x N matrix.
+    descriptors' device, in float32 at least, without ever holding the N x N matrix. With `shard`, this
+    process computes its share of the chunks and the counts are summed across processes (`Shard`).
     """
     _check_descriptors(sat, grd, chunk_size)
 
@@ -133,7 +169,7 @@ def recall_at_k(
         index = torch.arange(start, stop, device=sat.device)
         return index, index
 
-    closer_p2s, closer_s2p = _count_closer(sat, grd, diagonal_pairs, chunk_size)
+    closer_p2s, closer_s2p = _count_closer(sat, grd, diagonal_pairs, chunk_size, shard)
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
@@ -180,6 +216,7 @@ def recall_within_distance(
     ks: Sequence[float] | None = None,
     radius: float = 5.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: Shard | None = None,
 ) -> dict[str, dict[str, float]]:
     """Recall in percent where any reference within `radius` metres of the query counts as a match.
 
@@ -187,7 +224,7 @@ def recall_within_distance(
     place. `utm` is (N, 2) easting/northing in metres for the pairs. A query is found at k when fewer
     than k references are strictly more similar than its most similar reference within `radius`
     (distance <= radius), consistent with `recall_at_k`, which this equals when no two positions are
-    within `radius` of each other. Same keys, chunking and memory as `recall_at_k`.
+    within `radius` of each other. Same keys, chunking, memory and sharding as `recall_at_k`.
     """
     _check_descriptors(sat, grd, chunk_size)
     if utm.shape != (sat.shape[0], 2):
@@ -197,5 +234,5 @@ def recall_within_distance(
     if not radius >= 0:
         raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
     utm = utm.to(device=sat.device, dtype=torch.float64)
-    closer_p2s, closer_s2p = _count_closer(sat, grd, _radius_pair_finder(utm, radius), chunk_size)
+    closer_p2s, closer_s2p = _count_closer(sat, grd, _radius_pair_finder(utm, radius), chunk_size, shard)
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from tests.distributed import global_negatives_loss, run_in_processes
 
 
 def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0):
@@ -108,3 +109,22 @@ def test_hard_negative_schedule_follows_the_paper():
     ratios = [hard_topk_ratio_for_epoch(e) for e in (0, 20, 21, 40, 41, 60, 61, 299)]
     assert ratios == [1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01]
     assert hard_topk_ratio_for_epoch(30, (1.0, 0.5, 0.2, 0.1)) == 0.5
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_global_negatives_give_the_loss_and_gradient_of_the_whole_batch(world, tmp_path):
+    generator = torch.Generator().manual_seed(world)
+    sat = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=1)
+    grd = torch.nn.functional.normalize(sat + torch.randn(12, 8, generator=generator), dim=1)
+    utm = torch.stack([torch.arange(12.0) * 40, torch.zeros(12)], dim=1).double()
+    utm[5] = utm[4] + 10  # one pair closer than 25 m, across devices when world is 2 or 3
+    results = run_in_processes(global_negatives_loss, world, tmp_path, sat, grd, utm)
+    whole_sat, whole_grd = sat.clone().requires_grad_(), grd.clone().requires_grad_()
+    whole = soft_margin_triplet_loss(whole_sat, whole_grd, 10.0, 0.1, utm=utm)
+    whole.backward()
+    for rank, result in enumerate(results):
+        local = slice(rank * 12 // world, (rank + 1) * 12 // world)
+        torch.testing.assert_close(result["loss"], whole.detach())
+        # each device's part gets the sum over devices of the same loss; DDP's average makes it the whole gradient
+        torch.testing.assert_close(result["sat"] / world, whole_sat.grad[local])
+        torch.testing.assert_close(result["grd"] / world, whole_grd.grad[local])

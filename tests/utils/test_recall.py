@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.distributed import run_in_processes, sharded_recall
 from utils.recall import _radius_pair_finder, recall_at_k, recall_from_distances, recall_within_distance
 
 FIXTURES = Path(os.environ.get("CVGL_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
@@ -180,3 +181,15 @@ def test_recall_within_tiny_radius_equals_recall_at_k():
 def test_mistakes_raise_one_line_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_sharded_recall_over_processes_equals_one_process(world, tmp_path):
+    generator = torch.Generator().manual_seed(world)
+    n = 53  # 8 chunks of 7 rows, 4 in the last: no world size divides them evenly
+    sat = torch.nn.functional.normalize(torch.randn(n, 16, generator=generator), dim=1)
+    grd = torch.nn.functional.normalize(sat + 0.8 * torch.randn(n, 16, generator=generator), dim=1)
+    utm = torch.cumsum(torch.rand(n, 2, generator=generator, dtype=torch.float64) * 20, dim=0)  # some within 30 m
+    expected = {"paired": recall_at_k(sat, grd), "radius": recall_within_distance(sat, grd, utm, radius=30.0)}
+    assert expected["paired"] != expected["radius"]
+    assert run_in_processes(sharded_recall, world, tmp_path, sat, grd, utm, 30.0) == [expected] * world
