@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer
+from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from utils.checkpoint import read_checkpoint
 from utils.cli import (
@@ -22,6 +23,7 @@ from utils.cli import (
     build_parser,
     dataset_name,
     default_run_name,
+    is_first_process,
     make_run_dir,
     parse_devices,
     parse_options,
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not opt.checkpoint:
         raise UsageError("test.py needs --checkpoint PATH (published weights or this project's .ckpt)")
     name = dataset_name(opt)
-    devices = parse_devices(opt.gpu_ids, opt.cpu_procs)
+    devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
     split = opt.eval_split if name == "CVACT" else "val"
     radius, protocol = matching_protocol(name, split, opt.match_radius)
 
@@ -75,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     datamodule = build_datamodule(opt)
     datamodule.setup("test")
 
-    run_dir = make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_test"))
+    run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_test")), devices)
     log = setup_logging(run_dir)
     unused = unused_options(opt, given, TRAINING_ONLY)
-    if unused and os.environ.get("LOCAL_RANK", "0") == "0":
+    if unused and is_first_process():
         log.info(unused)
     trainer = build_trainer(opt, devices, logger=False, default_root_dir=run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from engine.build import KNOWN_ERRORS, RunCheckpoint, StoreOptions, build_datamodule, build_module, build_trainer
+from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import OPTIONS_FILE, continue_options, stored_options
 from utils.checkpoint import BEST_METRIC, is_lightning, is_published, read_checkpoint
@@ -27,6 +28,7 @@ from utils.cli import (
     dataset_name,
     default_run_name,
     describe_options,
+    is_first_process,
     make_run_dir,
     parse_devices,
     parse_options,
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     changed = continue_options(opt, given, stored, opt.checkpoint) if stored else []
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint) if ckpt is not None else None
     name = dataset_name(opt)
-    devices = parse_devices(opt.gpu_ids, opt.cpu_procs)
+    devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
     pl.seed_everything(opt.seed, workers=True, verbose=False)
 
     epoch_offset, trained = epochs_trained(ckpt)
@@ -97,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = continued_run
         os.environ[RUN_DIR_ENV] = str(run_dir)
     else:
-        run_dir = make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train"))
+        run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train")),
+                              devices)
     same_folder = run_dir == continued_run
     log = setup_logging(run_dir)
     options = {key: value for key, value in vars(opt).items() if key not in ("resume", "test")}
-    if os.environ.get("LOCAL_RANK", "0") == "0":
+    if is_first_process():
         write_json_atomically(run_dir / OPTIONS_FILE, options)
         log.info(describe_options(opt))
         describe_start(log, opt, given, ckpt, run_dir, same_folder, changed, trained)

@@ -59,6 +59,7 @@ def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> p
         accelerator=devices.accelerator,
         devices=devices.devices,
         strategy=devices.strategy,
+        num_nodes=opt.num_nodes,
         precision=opt.precision,
         deterministic=opt.deterministic,
         num_sanity_val_steps=0,

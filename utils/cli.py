@@ -91,6 +91,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--num_workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
     add("--precision", default="32", help="Lightning precision: 32, bf16-mixed, 16-mixed")
     add("--cpu_procs", type=int, default=1, help="with --gpu -1: DDP over this many CPU processes (gloo)")
+    add("--num_nodes", type=int, default=1,
+        help="machines of the job (torchrun or srun start the processes); --gpu / --cpu_procs name each one's")
     add("--eval_split", choices=("val", "test"), default="val", help="CVACT: val (CVACT_val) or test (valSetAll)")
     add("--deterministic", action="store_true", help="deterministic kernels; off lets cuDNN pick the fastest")
     add("--channels_last", action="store_true", help="GPU: channels-last memory format for the convolutions")
@@ -153,10 +155,11 @@ class Devices:
         return len(self.devices) if isinstance(self.devices, list) else self.devices
 
 
-def parse_devices(gpu_ids: str, cpu_procs: int = 1, cuda_count: int | None = None) -> Devices:
+def parse_devices(gpu_ids: str, cpu_procs: int = 1, cuda_count: int | None = None, num_nodes: int = 1) -> Devices:
     """`--gpu 0,1` -> those two GPUs with DDP; `--gpu 1` -> GPU number 1; `--gpu -1` -> the CPU.
 
-    Without CUDA, GPU ids fall back to the CPU with a warning so the scripts run on a laptop.
+    The devices are each node's; DDP as soon as the job has more than one process. Without CUDA, GPU ids
+    fall back to the CPU with a warning so the scripts run on a laptop.
     """
     try:
         ids = [int(part) for part in gpu_ids.split(",") if part.strip()]
@@ -164,6 +167,8 @@ def parse_devices(gpu_ids: str, cpu_procs: int = 1, cuda_count: int | None = Non
         raise UsageError(f"--gpu {gpu_ids}: expected comma-separated GPU numbers such as 0 or 0,1, or -1") from None
     if cpu_procs < 1:
         raise UsageError(f"--cpu_procs {cpu_procs}: expected 1 or more processes")
+    if num_nodes < 1:
+        raise UsageError(f"--num_nodes {num_nodes}: expected 1 or more machines")
     gpus = [i for i in ids if i >= 0]
     if cuda_count is None:
         import torch
@@ -176,8 +181,16 @@ def parse_devices(gpu_ids: str, cpu_procs: int = 1, cuda_count: int | None = Non
     if absent:
         raise UsageError(f"--gpu {gpu_ids}: GPU {absent[0]} does not exist; this machine has GPUs 0-{cuda_count - 1}")
     if gpus:
-        return Devices("gpu", gpus, "ddp" if len(gpus) > 1 else "auto")
-    return Devices("cpu", cpu_procs, "ddp" if cpu_procs > 1 else "auto")
+        return Devices("gpu", gpus, "ddp" if len(gpus) * num_nodes > 1 else "auto")
+    return Devices("cpu", cpu_procs, "ddp" if cpu_procs * num_nodes > 1 else "auto")
+
+
+def is_first_process() -> bool:
+    """Whether this is rank 0 of the job, by what torchrun, srun or Lightning's own launcher put in the environment."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return os.environ[name] == "0"
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def dataset_name(opt: argparse.Namespace) -> str:

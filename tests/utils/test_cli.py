@@ -6,6 +6,7 @@ from utils.cli import (
     Devices,
     UsageError,
     build_parser,
+    is_first_process,
     make_run_dir,
     parse_devices,
     parse_options,
@@ -87,3 +88,27 @@ def test_given_options_are_told_apart_from_defaults_of_the_same_value():
     opt, given = parse_options(build_parser(), ["--n_epochs", "300", "--start_epoch", "2", "--match_radius", "0"])
     assert unused_options(opt, given, TRAINING_ONLY) == "accepted but unused here: --start_epoch 2, --n_epochs 300"
     assert unused_options(opt, given, TESTING_ONLY) == "accepted but unused here: --start_epoch 2, --match_radius 0.0"
+
+
+def test_nodes_make_a_single_device_a_ddp_job():
+    assert parse_devices("-1", cpu_procs=1, cuda_count=0, num_nodes=2) == Devices("cpu", 1, "ddp")
+    assert parse_devices("0", cuda_count=1, num_nodes=2) == Devices("gpu", [0], "ddp")
+    assert parse_devices("0", cuda_count=1, num_nodes=1) == Devices("gpu", [0], "auto")
+    with pytest.raises(UsageError, match="--num_nodes 0: expected 1 or more machines"):
+        parse_devices("-1", num_nodes=0)
+
+
+@pytest.mark.parametrize(("variables", "first"), [
+    ({}, True),
+    ({"LOCAL_RANK": "1"}, False),
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+    ({"LOCAL_RANK": "0", "RANK": "1"}, False),  # torchrun: node 1's only process
+    ({"SLURM_PROCID": "0", "LOCAL_RANK": "0"}, True),
+    ({"SLURM_PROCID": "3"}, False),
+])
+def test_rank_zero_is_told_by_every_launcher_s_variables(monkeypatch, variables, first):
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert is_first_process() is first
