@@ -1,11 +1,15 @@
 """Jobs started by cluster launchers, on loopback: torchrun over two "nodes", and srun emulated by its variables."""
 
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 import test as test_script
 from tests.helpers import REPO_ROOT, SMALL_SIZES, offline_env, tiny_run_args
@@ -68,3 +72,48 @@ def test_a_job_of_two_processes_writes_one_run_and_the_single_process_figures(ti
     assert test_script.main([*common, "--checkpoint", str(run / "best.ckpt"), "--name", "single"]) == 0
     job, single = (json.loads((results / name / "results.json").read_text()) for name in ("tested", "single"))
     assert (job["p2s"], job["s2p"], job["num"]) == (single["p2s"], single["s2p"], 13)
+
+
+def broken_world(world, tmp_path):
+    """A copy of the world whose one aerial image cannot be decoded: it lies in one process's shard only."""
+    root = tmp_path / "world"
+    shutil.copytree(world / "CVUSA", root / "CVUSA")
+    victim = sorted((root / "CVUSA" / "sat").iterdir())[5]
+    victim.write_bytes(b"this is not a jpeg")
+    return root, f"error: cannot read image {victim}: not a decodable image"
+
+
+def lightning_two_processes(script, args, cwd):
+    return run_job([[sys.executable, str(REPO_ROOT / script), *args, "--cpu_procs", "2"]], [offline_env()], cwd)
+
+
+def checkpoint_that_does_not_fit(world, tmp_path):
+    """A mistake every process meets before they join: only rank 0 says it."""
+    from model.network import CrossViewNet
+
+    torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128), sa_num=4).state_dict()},
+               tmp_path / "weights.pth")
+    return world, ["--checkpoint", str(tmp_path / "weights.pth")], "tensor sa1.w1 has shape (64, 32, 4) but"
+
+
+def image_in_one_shard(world, tmp_path):
+    root, line = broken_world(world, tmp_path)
+    return root, [], line
+
+
+@pytest.mark.parametrize("launcher", [lightning_two_processes, torchrun_two_nodes], ids=["lightning", "torchrun"])
+@pytest.mark.parametrize("case", [image_in_one_shard, checkpoint_that_does_not_fit])
+def test_a_failure_in_one_process_ends_the_job_with_its_one_line(tiny_world, tmp_path, launcher, case):
+    root, extra, line = case(tiny_world, tmp_path)
+    args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", *SMALL_SIZES, *extra)
+    started = time.monotonic()
+    finished = launcher("train.py", args, tmp_path)
+    assert time.monotonic() - started < 60
+    output = "".join(text for _, text in finished)
+    assert output.count(line) == 1, output[-3000:]
+    assert "Connection closed by peer" not in output and "RuntimeError" not in output
+    if launcher is lightning_two_processes:
+        assert finished[0][0] == 2 and "Traceback" not in output
+    else:  # both processes leave with 2; each node's torchrun reports its own in a summary and exits 1
+        reported = re.findall(r"exitcode\s*: (-?\d+)", output)
+        assert reported and set(reported) == {"2"} and [code for code, _ in finished] == [1, 1]

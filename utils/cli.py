@@ -238,15 +238,55 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+# How a collective fails when another process of the job died: gloo's broken connection, NCCL's backend error.
+PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
 def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[BaseException], ...]) -> None:
-    """Run `main`; a user's mistake prints one line and exits 2, with the traceback only under --debug."""
+    """Run `main`; a user's mistake prints one line and exits 2, with the traceback only under --debug.
+
+    In a job of several processes, the process that meets the mistake prints its line and leaves at once,
+    so that the others are not kept waiting in a collective; they see their connection break and leave
+    with the same code and nothing to print, so the job ends with one line. A mistake met before the
+    processes joined (a flag, a checkpoint, the data's layout) is met by all of them: rank 0 prints it.
+    """
     try:
         sys.exit(main(None))
     except known_errors as exc:
         if "--debug" in sys.argv:
             traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        if is_first_process() or _joined_the_job():  # before joining, every process meets the same mistake
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+        _leave(2)
+    except Exception as exc:
+        if not (_in_distributed_job() and _a_peer_failed(exc)) or "--debug" in sys.argv:
+            raise
+        _leave(2)
+
+
+def _joined_the_job() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _in_distributed_job() -> bool:
+    return _joined_the_job() or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _a_peer_failed(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistBackendError) or any(failure in str(exc) for failure in PEER_FAILURES)
+
+
+def _leave(code: int) -> None:
+    """sys.exit, except in a distributed job: there teardown could wait on the collectives of dead peers."""
+    if not _in_distributed_job():
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _one_line(exc: BaseException) -> str:
