@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from dataset.cvact import CVACT
 from dataset.errors import DatasetError
+from tests.utils.test_figures import assert_readable_png
 from utils.images import ImageReadError
 
 SAT, GRD = (64, 64), (32, 128)
@@ -82,7 +83,9 @@ def test_images_are_resized_to_the_configured_size(fake_cvact_root):
 def test_plot_returns_and_saves_a_figure(fake_cvact_root, tmp_path):
     dataset = CVACT(fake_cvact_root, "val", SAT, GRD)
     figure = dataset.plot(dataset[1], tmp_path / "pair.png")
-    assert isinstance(figure, Figure) and (tmp_path / "pair.png").stat().st_size > 0
+    assert isinstance(figure, Figure) and len(figure.axes) == 2
+    image = assert_readable_png(tmp_path / "pair.png")
+    assert image.shape[1] > image.shape[0]  # the aerial image beside the wider panorama
 
 
 def test_unknown_split_is_refused(fake_cvact_root):

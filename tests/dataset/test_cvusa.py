@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from dataset.cvusa import CVUSA
 from dataset.errors import DatasetError
+from tests.utils.test_figures import assert_readable_png
 from utils.images import ImageReadError
 
 SAT, GRD = (64, 64), (32, 128)
@@ -99,7 +100,8 @@ def test_plot_returns_and_saves_a_figure(fake_cvusa_root, tmp_path):
     dataset = CVUSA(fake_cvusa_root, "train", SAT, GRD)
     figure = dataset.plot(dataset[0], tmp_path / "pair.png")
     assert isinstance(figure, Figure) and len(figure.axes) == 2
-    assert (tmp_path / "pair.png").stat().st_size > 0
+    image = assert_readable_png(tmp_path / "pair.png")
+    assert image.shape[1] > image.shape[0]  # the aerial image beside the wider panorama
 
 
 def test_unknown_split_is_refused(fake_cvusa_root):

@@ -128,7 +128,7 @@ def test_cvact_from_the_synthetic_world(tmp_path):
     synthetic.generate(tmp_path, num_train=12, num_val=6, seed=0, sat_size=SAT, grd_size=GRD, progress=False)
     module = cvact_module(tmp_path / "CVACT", eval_split="test")
     module.setup()
-    assert len(module.train_dataset) == 12 and len(module.val_dataset) > 0 and len(module.test_dataset) > 0
+    assert (len(module.train_dataset), len(module.val_dataset), len(module.test_dataset)) == (12, 6, 6)
     batch = next(iter(module.train_dataloader()))
     assert batch["sat"].shape == (2, 3, *SAT) and batch["utm"].shape == (2, 2)
     assert torch.isfinite(batch["utm"]).all()

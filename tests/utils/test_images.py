@@ -4,6 +4,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from tests.utils.test_figures import assert_readable_png
 from utils.images import ImageReadError, plot_pair, read_rgb, to_chw_tensor, to_model_range
 
 
@@ -84,4 +85,5 @@ def test_plot_pair_draws_both_views(tmp_path):
     figure = plot_pair(sat, grd, title="pair")
     assert isinstance(figure, Figure) and len(figure.axes) == 2
     figure.savefig(tmp_path / "pair.png")
-    assert (tmp_path / "pair.png").stat().st_size > 0
+    image = assert_readable_png(tmp_path / "pair.png", min_bytes=2_000)  # a black and a white image
+    assert image.shape[1] > image.shape[0]
