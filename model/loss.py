@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.distributed.nn
+import torch.distributed as dist
 import torch.nn.functional as F
 
 HARD_NEGATIVE_EPOCHS = (20, 40, 60)
@@ -56,10 +58,28 @@ def _mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:
     return losses.sum() / kept
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the gradients over the processes and keeps this process's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = slice(dist.get_rank() * tensor.shape[0], (dist.get_rank() + 1) * tensor.shape[0])
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Every process's `tensor` concatenated along dim 0, in rank order; gradients flow back to each's own part.
 
-    The loss of the gathered batch is the same on every process, and the backward pass sums each part's
+    Every process must give the same number of rows (DDP's sampler pads the shards to equal length). The
+    loss of the gathered batch is the same on every process, and the backward pass sums each part's
     gradients over the processes, so after DDP's average the weights get the gradient of that global loss.
     """
-    return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()))
+    return _GatherWithGrad.apply(tensor)

@@ -35,6 +35,7 @@ def _joined(rank: int, world: int, port: int, function: Callable[..., dict], out
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.save(function(rank, world, *args), Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no process tears its group down while another still talks to it
     finally:
         dist.destroy_process_group()
 
