@@ -7,6 +7,7 @@ continues this project's checkpoint); `--test` evaluates `--checkpoint` exactly 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def describe_start(log: Any, opt: argparse.Namespace, given: set[str], ckpt: dict[str, Any] | None, run_dir: Path,
-                   same_folder: bool, changed: list[str], trained: int) -> None:
+def describe_start(log: logging.Logger, opt: argparse.Namespace, given: set[str], ckpt: dict[str, Any] | None,
+                   run_dir: Path, same_folder: bool, changed: list[str], trained: int) -> None:
     """Log lines saying where the run goes and what it starts from."""
     unused = unused_options(opt, given, TESTING_ONLY)
     if unused:
