@@ -75,7 +75,7 @@ def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
 def label_panorama(axes: Axes, width: int, fontsize: float = 7) -> None:
     """Compass ticks under a north-aligned panorama: north at the centre column, azimuth clockwise to the right.
 
-    This is the convention of the benchmarks' panoramas and of dataset/synthetic.py: west at W/4, east at
+    This is the convention of the benchmarks' panoramas and of dataset/synthetic: west at W/4, east at
     3W/4, south at both edges.
     """
     axes.set_xticks([0, width / 4, width / 2, 3 * width / 4, width], ["S", "W", "N", "E", "S"], fontsize=fontsize)

@@ -11,7 +11,9 @@ import pytest
 import scipy.io
 
 from dataset import synthetic
-from dataset.synthetic import BUILDING, CELL_M, GROUND, REACH_M, SAT_FOOTPRINT_M, World, generate
+from dataset.synthetic import generate
+from dataset.synthetic.render import render_aerial, render_panorama
+from dataset.synthetic.world import BUILDING, CELL_M, GROUND, MIN_SPACING_M, REACH_M, SAT_FOOTPRINT_M, World, cells
 
 NUM_TRAIN, NUM_VAL = 10, 6
 SAT_SIZE, GRD_SIZE = (64, 64), (32, 128)
@@ -104,7 +106,7 @@ def test_validation_region_is_disjoint_from_training_with_a_margin(written):
     assert gaps.min() > max(SAT_FOOTPRINT_M * np.sqrt(2), 2 * REACH_M) - 1.0  # no shared crop, nothing seen twice
     for points in (train, val):
         spacing = np.linalg.norm(points[:, None] - points[None], axis=-1) + np.eye(len(points)) * 1e9
-        assert spacing.min() >= synthetic.MIN_SPACING_M - CELL_M
+        assert spacing.min() >= MIN_SPACING_M - CELL_M
 
 
 def test_images_have_the_configured_sizes(written):
@@ -165,18 +167,16 @@ def test_bad_arguments_fail_with_one_line(tmp_path):
 
 def tower_world(offset_m: tuple[float, float]) -> tuple[World, np.ndarray]:
     """Flat grass with one red 20 m tower `offset_m` (north, east) metres from the centre cell."""
-    size = 2 * (synthetic._cells(REACH_M) + 20)
+    size = 2 * (cells(REACH_M) + 20)
     world = World(
         albedo=np.full((size, size, 3), (110, 140, 70), np.uint8),
         height=np.zeros((size, size), np.float32),
         kind=np.full((size, size), GROUND, np.uint8),
         aerial_shade=np.full((size, size), 255, np.uint8),
-        train_box=(0, 0, size, size),
-        val_box=(0, 0, size, size),
     )
     centre = np.array([size // 2, size // 2])
-    row, col = centre[0] - synthetic._cells(offset_m[0]), centre[1] + synthetic._cells(offset_m[1])
-    half = synthetic._cells(3.0)
+    row, col = centre[0] - cells(offset_m[0]), centre[1] + cells(offset_m[1])
+    half = cells(3.0)
     world.albedo[row - half : row + half, col - half : col + half] = (210, 30, 30)
     world.height[row - half : row + half, col - half : col + half] = 20.0
     world.kind[row - half : row + half, col - half : col + half] = BUILDING
@@ -191,7 +191,7 @@ COMPASS = [((15.0, 0.0), 0.5), ((0.0, 15.0), 0.75), ((-15.0, 0.0), 0.0), ((0.0, 
 def test_a_tower_stands_in_its_compass_direction_in_both_views(offset_m, column_fraction):
     world, centre = tower_world(offset_m)
     rng = np.random.default_rng(0)
-    panorama = synthetic.render_panorama(world, centre, (64, 256), rng).astype(float)
+    panorama = render_panorama(world, centre, (64, 256), rng).astype(float)
 
     def colour_at(fraction: float) -> np.ndarray:  # rows 2-20: 11-37 degrees up, the tower or the sky
         column = int(fraction * 256) % 256
@@ -200,7 +200,7 @@ def test_a_tower_stands_in_its_compass_direction_in_both_views(offset_m, column_
     facing, behind = colour_at(column_fraction), colour_at(column_fraction + 0.5)
     assert facing[0] - facing[2] > 50, facing  # red tower
     assert behind[2] - behind[0] > 40, behind  # blue sky
-    aerial = synthetic.render_aerial(world, centre, (64, 64), rng).astype(int)
+    aerial = render_aerial(world, centre, (64, 64), rng).astype(int)
     red_rows, red_cols = np.nonzero(aerial[..., 0] - aerial[..., 1] > 100)
     north, east = 31.5 - red_rows.mean(), red_cols.mean() - 31.5
     assert np.allclose((north, east), np.array(offset_m) * 64 / SAT_FOOTPRINT_M, atol=2.0)

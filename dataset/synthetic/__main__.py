@@ -1,0 +1,3 @@
+from dataset.synthetic.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""The CVUSA layout: `sat/<id>.jpg`, `grd/<id>.png` and the 19zl split CSVs, ids counting from 0000001."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dataset.synthetic.render import encode
+
+
+def cvusa_ids(count: int) -> list[str]:
+    return [f"{number:07d}" for number in range(1, count + 1)]
+
+
+def make_cvusa_folders(root: Path) -> None:
+    for folder in ("sat", "grd", "splits"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+
+def write_cvusa_pair(root: Path, pair_id: str, sat_jpg: bytes, grd_rgb: np.ndarray) -> None:
+    (root / "sat" / f"{pair_id}.jpg").write_bytes(sat_jpg)
+    (root / "grd" / f"{pair_id}.png").write_bytes(encode(grd_rgb, ".png"))
+
+
+def write_cvusa_splits(root: Path, ids: list[str], num_train: int) -> None:
+    """train-19zl.csv holds the first `num_train` ids, val-19zl.csv the rest, in the raw download's path style."""
+    for name, split_ids in (("train-19zl.csv", ids[:num_train]), ("val-19zl.csv", ids[num_train:])):
+        lines = [f"bingmap/19/{i}.jpg,streetview/panos/{i}.jpg,streetview/annotations/{i}.png\n" for i in split_ids]
+        (root / "splits" / name).write_text("".join(lines))
