@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps (default: the checkpoint's)")
     add("--no_fc", action="store_true",
         help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
+    add("--fov", type=float, default=360.0,
+        help="field of view in degrees the network was trained for (default: the checkpoint's); below 360 each "
+             "image is taken as that view itself, resized to the ground branch's input")
     add("--batch_size", type=int, default=32, help="aerial images per forward pass")
     add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass")
     add("--debug", action="store_true", help="full tracebacks")
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built
 
     model = config_of(opt)
-    sat_size, grd_size = model.sat_size, model.grd_size
+    sat_size, grd_size = model.sat_size, model.net_grd_size
     net = CrossViewNet(sat_size, grd_size, model.sa_num, model.use_fc)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt

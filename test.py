@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,17 +34,25 @@ from utils.cli import (
     write_json_atomically,
 )
 from utils.figures import write_test_report
+from utils.gallery_report import write_query_report
 
 DIRECTIONS = {"p2s": "ground->aerial", "s2p": "aerial->ground"}
 ONE_TO_ONE = "one-to-one"
+POSITIVE_TILE = "positive tile (semi-positives count for the hit rate)"
 
 
-def recall_table(results: dict[str, dict[str, float]], title: str) -> str:
-    """The recall figures laid out like the paper's tables."""
-    names = list(next(iter(results.values())))
+def recall_table(results: dict[str, Any], title: str) -> str:
+    """The recall figures laid out like the paper's tables, then VIGOR's hit rate and localization error."""
+    names = list(results["p2s"])
     lines = [title, f"{'':<16}" + "".join(f"{n.replace('r@', 'R@'):>9}" for n in names)]
     for direction, label in DIRECTIONS.items():
-        lines.append(f"{label:<16}" + "".join(f"{results[direction][n]:>9.2f}" for n in names))
+        if direction in results:
+            lines.append(f"{label:<16}" + "".join(f"{results[direction][n]:>9.2f}" for n in names))
+    if "hit_rate" in results:
+        lines.append(f"{'hit rate':<16}{results['hit_rate']:>9.2f}")
+    if "localization" in results:
+        where = results["localization"]
+        lines.append(f"{'top-1 error':<16}median {where['median_m']:.2f} m, within 10 m {where['accuracy_10m']:.2f}%")
     return "\n".join(lines)
 
 
@@ -51,10 +60,13 @@ def matching_protocol(name: str, split: str, match_radius: float) -> tuple[float
     """(radius in metres or None, the protocol's name) by which a retrieved aerial image counts as a match.
 
     CVACT_test is reported two ways in the literature: within 5 m of the query (the dataset authors' rule) or
-    one-to-one, where only the query's own aerial image counts (`--match_radius 0`). Other splits are one-to-one.
+    one-to-one, where only the query's own aerial image counts (`--match_radius 0`). VIGOR's recall counts the
+    positive tile only. Other splits are one-to-one.
     """
     if match_radius < 0:
         raise UsageError(f"--match_radius {match_radius:g}: expected metres >= 0 (0: one-to-one pairing)")
+    if name == "VIGOR":
+        return None, POSITIVE_TILE
     if (name, split) != ("CVACT", "test") or match_radius == 0:
         return None, ONE_TO_ONE
     return match_radius, f"within {match_radius:g} m"
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("test.py needs --checkpoint PATH (published weights or this project's .ckpt)")
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
-    split = opt.eval_split if name == "CVACT" else "val"
+    split = {"CVACT": opt.eval_split, "VIGOR": f"{opt.vigor_mode}-area test"}.get(name, "val")
     radius, protocol = matching_protocol(name, split, opt.match_radius)
 
     ckpt = read_checkpoint(opt.checkpoint)
@@ -89,29 +101,42 @@ def main(argv: list[str] | None = None) -> int:
 
     results = module.eval_results["test"]
     dataset = datamodule.test_dataset
+    gallery = getattr(datamodule, "gallery", None)
     summary = {
         "dataset": name, "split": split, "num": len(dataset), "checkpoint": os.path.abspath(opt.checkpoint),
-        **results, "protocol": protocol, "match_radius_m": radius, "precision": opt.precision, "no_fc": opt.no_fc,
+        **results, "protocol": protocol, "match_radius_m": radius, "fov": opt.fov,
+        "orientation_noise": opt.orientation_noise, "seed": opt.seed, "precision": opt.precision, "no_fc": opt.no_fc,
         "sa_num": opt.sa_num, "sat_size": [opt.sat_size_h, opt.sat_size_w],
         "grd_size": [opt.grd_size_h, opt.grd_size_w],
     }
-    log.info(recall_table(results, f"{name} {split}, {len(dataset)} pairs, checkpoint {opt.checkpoint}, "
-                                   f"protocol: {protocol}"))
+    size = f"{len(dataset)} queries, {len(gallery)} references" if gallery is not None else f"{len(dataset)} pairs"
+    view = f", field of view {opt.fov:g}, orientation noise {opt.orientation_noise:g}" \
+        if (opt.fov, opt.orientation_noise) != (360, 0) else ""
+    log.info(recall_table(results, f"{name} {split}, {size}, checkpoint {opt.checkpoint}, protocol: {protocol}{view}"))
+    if gallery is not None:
+        summary["gallery"] = len(gallery)
     write_json_atomically(run_dir / "results.json", summary)
-    report = write_test_report(run_dir, Path(opt.results_dir) / "results.csv", summary, module.eval_descriptors,
-                               dataset)
+    results_csv = Path(opt.results_dir) / "results.csv"
+    if gallery is not None:
+        report = write_query_report(run_dir, results_csv, summary, module.eval_descriptors, module.eval_ranking,
+                                    module.eval_errors_m, dataset, gallery)
+    else:
+        report = write_test_report(run_dir, results_csv, summary, module.eval_descriptors, dataset)
     log.info("figures and table row: %s", ", ".join(str(path) for path in report.values()))
     if opt.save_descriptors:
-        save_descriptors(Path(opt.save_descriptors), module.eval_descriptors, dataset.ids)
+        save_descriptors(Path(opt.save_descriptors), module.eval_descriptors, dataset.ids,
+                         None if gallery is None else gallery.ids)
         log.info("descriptors: %s", opt.save_descriptors)
     log.info("results: %s", run_dir / "results.json")
     return 0
 
 
-def save_descriptors(path: Path, descriptors: dict, ids: list[str]) -> None:
+def save_descriptors(path: Path, descriptors: dict, ids: list[str], sat_ids: list[str] | None = None) -> None:
+    """sat, grd and ids (the pairs', or the queries' with sat_ids the gallery's) in one .npz, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, sat=descriptors["sat"].numpy(), grd=descriptors["grd"].numpy(), ids=np.asarray(ids))
+    extra = {} if sat_ids is None else {"sat_ids": np.asarray(sat_ids)}
+    np.savez(tmp, sat=descriptors["sat"].numpy(), grd=descriptors["grd"].numpy(), ids=np.asarray(ids), **extra)
     os.replace(tmp, path)
 
 

@@ -1,4 +1,4 @@
-"""Train the lightweight cross-view network on CVUSA or CVACT: `python train.py --CVUSA --data_root_cvusa DIR`.
+"""Train the lightweight cross-view network on CVUSA, CVACT or VIGOR: `python train.py --CVUSA --data_root_cvusa DIR`.
 
 `--resume RUN_DIR` continues a run with its own options; `--checkpoint` starts from published weights (or
 continues this project's checkpoint); `--test` evaluates `--checkpoint` exactly as test.py does.

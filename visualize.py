@@ -15,6 +15,8 @@ import torch
 
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
+from dataset.views import LimitedFieldOfView
+from dataset.vigor import VIGOR
 from engine.build import KNOWN_ERRORS
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
 from model.network import CrossViewNet
@@ -38,13 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = read_checkpoint(opt.checkpoint)
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = config_of(opt)
-    net = CrossViewNet(config.sat_size, config.grd_size, config.sa_num, config.use_fc)
+    net = CrossViewNet(config.sat_size, config.net_grd_size, config.sa_num, config.use_fc)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
     sizes = {"sat_size": config.sat_size, "grd_size": config.grd_size}
-    if name == "CVACT":
-        dataset = CVACT(opt.data_root_cvact, opt.eval_split, mat_file=opt.mat_list, **sizes)
+    view = None if (opt.fov, opt.orientation_noise) == (360, 0) else \
+        LimitedFieldOfView(opt.fov, opt.orientation_noise, seed=opt.seed)
+    if name == "VIGOR":
+        dataset = VIGOR(opt.data_root_vigor, "test", opt.vigor_mode, transforms=view, pairs=True, **sizes)
+    elif name == "CVACT":
+        dataset = CVACT(opt.data_root_cvact, opt.eval_split, mat_file=opt.mat_list, transforms=view, **sizes)
     else:
-        dataset = CVUSA(opt.data_root_cvusa, "val", train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes)
+        dataset = CVUSA(opt.data_root_cvusa, "val", train_csv=opt.train_csv, val_csv=opt.val_csv, transforms=view,
+                        **sizes)
     net.to(torch.device(f"cuda:{devices.devices[0]}" if devices.accelerator == "gpu" else "cpu"))
 
     chosen = np.unique(np.linspace(0, len(dataset) - 1, min(opt.num_samples, len(dataset))).round().astype(int))

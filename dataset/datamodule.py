@@ -1,4 +1,4 @@
-"""Lightning data modules for CVUSA and CVACT: datasets built (and their files checked) in setup()."""
+"""Lightning data modules for CVUSA, CVACT and VIGOR: datasets built (and their files checked) in setup()."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import os
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dataset.cvact import CVACT, MAT_FILE
 from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
+from dataset.sampler import ConflictFreeBatchSampler
+from dataset.views import LimitedFieldOfView
+from dataset.vigor import VIGOR, VIGORGallery
 
 MAX_DEFAULT_WORKERS = 8
 EVAL_SPLITS = ("val", "test")
@@ -22,7 +26,11 @@ def default_num_workers() -> int:
 
 
 class _CrossViewDataModule(pl.LightningDataModule):
-    """Loaders shared by both benchmarks: shuffled training, ordered evaluation, workers kept alive."""
+    """Loaders shared by the benchmarks: shuffled training, ordered evaluation, workers kept alive.
+
+    `fov` and `orientation_noise` (degrees) cut every panorama to a limited field of view after a random
+    turn (`LimitedFieldOfView`): drawn afresh in training, fixed per sample by `seed` in evaluation.
+    """
 
     def __init__(
         self,
@@ -34,6 +42,9 @@ class _CrossViewDataModule(pl.LightningDataModule):
         grd_size: tuple[int, int],
         pin_memory: bool | None,
         prefetch_factor: int,
+        fov: float = 360.0,
+        orientation_noise: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if num_workers is not None and num_workers < 0:
@@ -46,23 +57,33 @@ class _CrossViewDataModule(pl.LightningDataModule):
         self.grd_size = tuple(grd_size)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.prefetch_factor = prefetch_factor
+        self.fov = float(fov)
+        self.orientation_noise = float(orientation_noise)
+        self.seed = seed
+        LimitedFieldOfView(self.fov, self.orientation_noise)  # checks the values now, not in a worker
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
 
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def view(self, split: str) -> LimitedFieldOfView | None:
+        """The panoramas' transform for `split`: none at 360 degrees without turns, fixed draws outside training."""
+        if self.fov == 360 and self.orientation_noise == 0:
+            return None
+        return LimitedFieldOfView(self.fov, self.orientation_noise, seed=None if split == "train" else self.seed)
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool, **kwargs) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")
         workers = self.num_workers
+        if "batch_sampler" not in kwargs:
+            kwargs.update(batch_size=batch_size, shuffle=shuffle, drop_last=False)
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=False,
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -90,13 +111,15 @@ class CVUSADataModule(_CrossViewDataModule):
         val_csv: str = VAL_CSV,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
+        **views: float,
     ) -> None:
-        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor)
+        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
+                         **views)
         self.train_csv = train_csv
         self.val_csv = val_csv
 
     def _dataset(self, split: str) -> CVUSA:
-        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv)
+        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv, self.view(split))
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -122,15 +145,17 @@ class CVACTDataModule(_CrossViewDataModule):
         eval_split: str = "val",
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
+        **views: float,
     ) -> None:
         if eval_split not in EVAL_SPLITS:
             raise ValueError(f"CVACT eval_split must be one of {', '.join(EVAL_SPLITS)}, got {eval_split!r}")
-        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor)
+        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
+                         **views)
         self.mat_file = mat_file
         self.eval_split = eval_split
 
     def _dataset(self, split: str) -> CVACT:
-        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file)
+        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.view(split))
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -142,3 +167,65 @@ class CVACTDataModule(_CrossViewDataModule):
                 self.test_dataset = self.val_dataset
             else:
                 self.test_dataset = self._dataset(self.eval_split)
+
+
+class VIGORDataModule(_CrossViewDataModule):
+    """VIGOR in `mode` "same" or "cross": train on the mode's training panoramas, validate and test on its test
+    panoramas against the gallery of the test cities.
+
+    Training batches come from `ConflictFreeBatchSampler`, so no panorama meets a tile that covers it as a
+    negative. Evaluation has two loaders, the panoramas (queries) and the gallery (references); the model
+    embeds each and ranks the gallery for every query. This module shards its loaders itself under DDP
+    (the Trainer runs with use_distributed_sampler=False): the training sampler by slices of job-wide
+    batches, evaluation by DistributedSampler, whose padding the model drops by index.
+    """
+
+    shards_itself = True
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        mode: str = "same",
+        batch_size: int = 32,
+        batch_size_val: int = 32,
+        num_workers: int | None = None,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
+        **views: float,
+    ) -> None:
+        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
+                         **views)
+        self.mode = mode
+        self.gallery: VIGORGallery | None = None
+
+    def _dataset(self, split: str) -> VIGOR:
+        return VIGOR(self.root, split, self.mode, self.sat_size, self.grd_size, self.view(split))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset("train")
+        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
+            self.val_dataset = self._dataset("test")
+            self.gallery = self.val_dataset.gallery
+        if stage in (None, "test"):
+            self.test_dataset = self.val_dataset
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ConflictFreeBatchSampler(self.train_dataset.labels, self.batch_size, seed=self.seed)
+        return self._loader(self.train_dataset, self.batch_size, shuffle=False, batch_sampler=sampler)
+
+    def _eval_loaders(self, queries: Dataset | None) -> list[DataLoader]:
+        loaders = []
+        for dataset in (queries, self.gallery):
+            sharded = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            sampler = DistributedSampler(dataset, shuffle=False) if sharded and dataset is not None else None
+            loaders.append(self._loader(dataset, self.batch_size_val, shuffle=False, sampler=sampler))
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.val_dataset)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_dataset)

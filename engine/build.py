@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from dataset.datamodule import CVACTDataModule, CVUSADataModule
+from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule
 from dataset.errors import DatasetError
 from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
@@ -30,7 +30,7 @@ def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
     """The LightningModule of the configured network; training's hyperparameters come from `opt` too."""
     config = config_of(opt)
     return CrossViewModule(
-        sat_size=config.sat_size, grd_size=config.grd_size, sa_num=config.sa_num, use_fc=config.use_fc,
+        sat_size=config.sat_size, grd_size=config.grd_size, sa_num=config.sa_num, use_fc=config.use_fc, fov=config.fov,
         lr=opt.lr, b1=opt.b1, b2=opt.b2, lambda_sm=opt.lambda_sm,
         hard_topk_ratios=(opt.hard_topk_ratio, opt.hard_decay1_topk_ratio, opt.hard_decay2_topk_ratio,
                           opt.hard_decay3_topk_ratio),
@@ -40,15 +40,22 @@ def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
 
 def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
     sizes = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w)}
-    loading = {"batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers}
-    if dataset_name(opt) == "CVACT":
+    loading = {"batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers,
+               "fov": opt.fov, "orientation_noise": opt.orientation_noise, "seed": opt.seed}
+    name = dataset_name(opt)
+    if name == "VIGOR":
+        return VIGORDataModule(opt.data_root_vigor, mode=opt.vigor_mode, **sizes, **loading)
+    if name == "CVACT":
         return CVACTDataModule(opt.data_root_cvact, mat_file=opt.mat_list, eval_split=opt.eval_split,
                                **sizes, **loading)
     return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
 
 
 def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> pl.Trainer:
-    """The Trainer both scripts use: devices from --gpu, precision, determinism, no sanity validation."""
+    """The Trainer both scripts use: devices from --gpu, precision, determinism, no sanity validation.
+
+    VIGOR's data module shards its loaders itself (its training batches must stay free of false negatives).
+    """
     if devices.accelerator == "gpu":
         torch.backends.cudnn.benchmark = not opt.deterministic
     elif "bf16" in str(opt.precision) and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -63,6 +70,7 @@ def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> p
         precision=opt.precision,
         deterministic=opt.deterministic,
         num_sanity_val_steps=0,
+        use_distributed_sampler=dataset_name(opt) != "VIGOR",
         **kwargs,
     )
 

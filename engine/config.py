@@ -11,17 +11,18 @@ from torch import nn
 from utils.checkpoint import CheckpointError, ModelConfig, load_model_state, model_config, model_state
 from utils.cli import flag_text
 
-MODEL_FLAGS = ("sat_size_h", "sat_size_w", "grd_size_h", "grd_size_w", "sa_num", "no_fc")
+MODEL_FLAGS = ("sat_size_h", "sat_size_w", "grd_size_h", "grd_size_w", "sa_num", "no_fc", "fov")
 
 
 def config_flags(config: ModelConfig) -> dict[str, Any]:
     """The command-line values that build a network of `config`."""
     return {"sat_size_h": config.sat_size[0], "sat_size_w": config.sat_size[1], "grd_size_h": config.grd_size[0],
-            "grd_size_w": config.grd_size[1], "sa_num": config.sa_num, "no_fc": not config.use_fc}
+            "grd_size_w": config.grd_size[1], "sa_num": config.sa_num, "no_fc": not config.use_fc, "fov": config.fov}
 
 
 def config_of(opt: argparse.Namespace) -> ModelConfig:
-    return ModelConfig((opt.sat_size_h, opt.sat_size_w), (opt.grd_size_h, opt.grd_size_w), opt.sa_num, not opt.no_fc)
+    return ModelConfig((opt.sat_size_h, opt.sat_size_w), (opt.grd_size_h, opt.grd_size_w), opt.sa_num, not opt.no_fc,
+                       opt.fov)
 
 
 def fill_from_checkpoint(

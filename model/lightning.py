@@ -15,10 +15,13 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from model.loss import gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
-from utils.images import to_model_range
-from utils.recall import Shard, recall_at_k, recall_within_distance
+from utils.geo import haversine_m, localization_summary
+from utils.images import field_of_view_width, to_model_range
+from utils.recall import QueryRanking, Shard, rank_queries, recall_at_k, recall_within_distance
 
 log = logging.getLogger("cvgl")
+# What evaluation keeps of a batch besides the descriptors: positions, and a query's labels in a separate gallery.
+EVAL_LABELS = ("utm", "positive", "semi_positives", "latlon")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,7 +71,8 @@ class CrossViewModule(pl.LightningModule):
     schedule goes on where it stopped. In-batch negatives are per device, as in the paper and the
     authors' DDP; `global_negatives` takes them from the batches of all devices instead.
     `distance_radius` (metres) switches evaluation to CVACT's test-split rule: a query is found when a
-    top-k reference lies within that radius of its position.
+    top-k reference lies within that radius of its position. `grd_size` is the panoramas' size; with a limited
+    field of view `fov` (degrees) the ground branch is sized for the slice the data module crops from them.
     """
 
     def __init__(
@@ -88,18 +92,22 @@ class CrossViewModule(pl.LightningModule):
         channels_last: bool = False,
         compile_net: bool = False,
         global_negatives: bool = False,
+        fov: float = 360.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = CrossViewNet(sat_size, grd_size, sa_num, use_fc, pretrained)
+        net_grd_size = (grd_size[0], field_of_view_width(grd_size[1], fov))
+        self.net = CrossViewNet(sat_size, net_grd_size, sa_num, use_fc, pretrained)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile_net:
             self.net.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
         self.initial_optimizer_state: dict[str, Any] | None = None
-        self.eval_results: dict[str, dict[str, float]] = {}
+        self.eval_results: dict[str, dict[str, Any]] = {}
         self.eval_descriptors: dict[str, torch.Tensor] = {}
-        self._eval_batches: list[dict[str, torch.Tensor]] = []
+        self.eval_ranking: QueryRanking | None = None
+        self.eval_errors_m: np.ndarray | None = None
+        self._eval_batches: dict[int, list[dict[str, torch.Tensor]]] = {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Random states go with the weights, so a resumed run shuffles as the uninterrupted one would have."""
@@ -117,7 +125,8 @@ class CrossViewModule(pl.LightningModule):
         """uint8 images travel to the device; scaling to [-1, 1] happens there, 4x less to copy."""
         memory_format = torch.channels_last if self.hparams.channels_last else torch.contiguous_format
         for key in ("sat", "grd"):
-            batch[key] = to_model_range(batch[key]).contiguous(memory_format=memory_format)
+            if key in batch:
+                batch[key] = to_model_range(batch[key]).contiguous(memory_format=memory_format)
         return batch
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -157,16 +166,19 @@ class CrossViewModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_batches = []
+        self._eval_batches = {}
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        sat, grd = self.net(batch["sat"], batch["grd"])
-        kept = {"index": batch["index"], "sat": sat.float(), "grd": grd.float()}
-        if "utm" in batch:
-            kept["utm"] = batch["utm"]
-        self._eval_batches.append(kept)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Embed what the batch holds: pairs, or (VIGOR) panoramas from one loader and gallery tiles from another."""
+        kept = {"index": batch["index"]}
+        if "sat" in batch:
+            kept["sat"] = self.net.embed_sat(batch["sat"]).float()
+        if "grd" in batch:
+            kept["grd"] = self.net.embed_grd(batch["grd"]).float()
+        kept.update({key: batch[key] for key in EVAL_LABELS if key in batch})
+        self._eval_batches.setdefault(dataloader_idx, []).append(kept)
 
     test_step = validation_step
 
@@ -176,37 +188,74 @@ class CrossViewModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._score("test")
 
-    def _gallery(self) -> dict[str, torch.Tensor]:
-        """Every process's descriptors in dataset order, with the sampler's padding duplicates dropped."""
-        local = {key: torch.cat([b[key] for b in self._eval_batches]) for key in self._eval_batches[0]}
-        self._eval_batches = []
+    def _gathered(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Every process's outputs of one loader in dataset order, with the sampler's padding duplicates dropped."""
+        local = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
         if self.trainer.world_size > 1:
             local = {key: self.all_gather(value).flatten(0, 1) for key, value in local.items()}
         index = local.pop("index").long()
         size = int(index.max()) + 1
-        gallery = {}
+        gathered = {}
         for key, value in local.items():
             ordered = value.new_empty((size, *value.shape[1:]))
             ordered[index] = value
-            gallery[key] = ordered
-        return gallery
+            gathered[key] = ordered
+        return gathered
 
     def _score(self, stage: str) -> None:
         if not self._eval_batches:
             return
-        gallery = self._gallery()
-        radius = self.hparams.distance_radius
+        loaders = [self._gathered(self._eval_batches[i]) for i in sorted(self._eval_batches)]
+        self._eval_batches = {}
         shard = Shard.of_process_group() if self.trainer.world_size > 1 else None  # 1/world of the products each
+        if len(loaders) == 2:
+            queries, references = len(loaders[0]["grd"]), len(loaders[1]["sat"])
+            results, size = self._score_queries(*loaders, shard), f"{queries} queries against {references} references"
+        else:
+            results, size = self._score_pairs(stage, loaders[0], shard), f"{len(loaders[0]['sat'])} pairs"
+        self.eval_results[stage] = results
+        for key, value in _flat_figures(results).items():
+            self.log(f"{stage}/{key}", value, sync_dist=True, prog_bar=key == "p2s_r@1")
+        if stage == "val" and self.trainer.is_global_zero:
+            line = "  ".join(f"{direction} " + " ".join(f"R@{name[2:]} {value:.2f}" for name, value in figures.items())
+                             for direction, figures in results.items() if direction in ("p2s", "s2p"))
+            if "hit_rate" in results:
+                line += f"  hit rate {results['hit_rate']:.2f}"
+            if "localization" in results:
+                line += f"  median error {results['localization']['median_m']:.1f} m"
+            log.info("epoch %d validation, %s: %s", self.schedule_epoch, size, line)
+
+    def _score_pairs(self, stage: str, gallery: dict[str, torch.Tensor], shard: Shard | None) -> dict[str, Any]:
+        radius = self.hparams.distance_radius
         if stage == "test" and radius is not None and "utm" in gallery:
             results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius, shard=shard)
         else:
             results = recall_at_k(gallery["sat"], gallery["grd"], shard=shard)
-        self.eval_results[stage] = results
         self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()}
-        for direction, figures in results.items():
-            for name, value in figures.items():
-                self.log(f"{stage}/{direction}_{name}", value, sync_dist=True, prog_bar=name == "r@1")
-        if stage == "val" and self.trainer.is_global_zero:
-            line = "  ".join(f"{direction} " + " ".join(f"R@{name[2:]} {value:.2f}" for name, value in figures.items())
-                             for direction, figures in results.items())
-            log.info("epoch %d validation, %d pairs: %s", self.schedule_epoch, len(gallery["sat"]), line)
+        return results
+
+    def _score_queries(self, queries: dict[str, torch.Tensor], gallery: dict[str, torch.Tensor],
+                       shard: Shard | None) -> dict[str, Any]:
+        """Panoramas against a gallery of their own (VIGOR): recall, hit rate and the top-1 tile's distance."""
+        ranking = rank_queries(gallery["sat"], queries["grd"], queries["positive"], queries.get("semi_positives"),
+                               shard=shard)
+        results: dict[str, Any] = {"p2s": ranking.recall(), "hit_rate": ranking.hit_rate}
+        self.eval_ranking = ranking
+        self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": queries["grd"].cpu()}
+        if "latlon" in queries and "latlon" in gallery:
+            top1 = ranking.top1.cpu()
+            self.eval_errors_m = haversine_m(gallery["latlon"].cpu()[top1].numpy(), queries["latlon"].cpu().numpy())
+            results["localization"] = localization_summary(self.eval_errors_m)
+        return results
+
+
+def _flat_figures(results: dict[str, Any]) -> dict[str, float]:
+    """The figures to log: p2s_r@1 ..., s2p_r@1 ..., hit_rate, median_error_m, accuracy_10m."""
+    figures = {f"{direction}_{name}": value for direction in ("p2s", "s2p") for name, value in
+               results.get(direction, {}).items()}
+    if "hit_rate" in results:
+        figures["hit_rate"] = results["hit_rate"]
+    if "localization" in results:
+        figures["median_error_m"] = results["localization"]["median_m"]
+        figures["accuracy_10m"] = results["localization"]["accuracy_10m"]
+    return figures

@@ -78,7 +78,7 @@ def resume_without_a_run(world, tmp_path):
 
 
 def both_datasets(world, tmp_path):
-    return world, ["--CVACT"], "pass one of --CVUSA and --CVACT, not both"
+    return world, ["--CVACT"], "pass one of --CVUSA, --CVACT and --VIGOR, not --CVUSA and --CVACT"
 
 
 def no_cpu_processes(world, tmp_path):

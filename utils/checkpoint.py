@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.images import field_of_view_width
+
 PUBLISHED_MODEL_KEY = "retrieval_model_dict"
 PUBLISHED_KEYS = ("last_epoch", "best_acc", "count", PUBLISHED_MODEL_KEY, "optimizer_dict")
 LIGHTNING_MODEL_PREFIX = "net."
@@ -25,12 +27,21 @@ BEST_METRIC = "val/p2s_r@1"  # ground -> aerial R@1, the number papers report an
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What the network's tensor shapes depend on; the defaults are the paper's."""
+    """What the network's tensor shapes depend on; the defaults are the paper's.
+
+    `grd_size` is the size panoramas are resized to; with a limited field of view `fov` (degrees) the ground
+    branch sees only a slice of it, `net_grd_size`.
+    """
 
     sat_size: tuple[int, int] = (256, 256)
     grd_size: tuple[int, int] = (128, 512)
     sa_num: int = 8
     use_fc: bool = True
+    fov: float = 360.0
+
+    @property
+    def net_grd_size(self) -> tuple[int, int]:
+        return self.grd_size[0], field_of_view_width(self.grd_size[1], self.fov)
 
 
 class CheckpointError(ValueError):
@@ -81,7 +92,7 @@ def _strip_prefixes(key: str) -> str:
 
 def _flag_for(key: str, dim: int) -> str:
     """The command-line option that decides this tensor's size along `dim`."""
-    view = "--sat_size_h/--sat_size_w" if key.startswith("sa1.") else "--grd_size_h/--grd_size_w"
+    view = "--sat_size_h/--sat_size_w" if key.startswith("sa1.") else "--grd_size_h/--grd_size_w/--fov"
     if key.endswith(("w1", "w2", "b1", "b2")) and dim == 2:
         return "--sa_num"
     return view
@@ -139,7 +150,7 @@ def model_config(ckpt: Mapping[str, Any], source: str = "checkpoint") -> tuple[M
     stored = ckpt.get("hyper_parameters")
     if isinstance(stored, Mapping) and {"sat_size", "grd_size", "sa_num", "use_fc"} <= set(stored):
         return ModelConfig(tuple(int(v) for v in stored["sat_size"]), tuple(int(v) for v in stored["grd_size"]),
-                           int(stored["sa_num"]), bool(stored["use_fc"])), True
+                           int(stored["sa_num"]), bool(stored["use_fc"]), float(stored.get("fov", 360.0))), True
     state = model_state(ckpt, source)
     if "sa1.w1" not in state:
         return ModelConfig(use_fc=False), False

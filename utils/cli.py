@@ -94,6 +94,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--num_nodes", type=int, default=1,
         help="machines of the job (torchrun or srun start the processes); --gpu / --cpu_procs name each one's")
     add("--eval_split", choices=("val", "test"), default="val", help="CVACT: val (CVACT_val) or test (valSetAll)")
+    add("--VIGOR", action="store_true", help="VIGOR (Zhu et al. 2021) in the mode of --vigor_mode")
+    add("--data_root_vigor", default="./data/VIGOR/")
+    add("--vigor_mode", choices=("same", "cross"), default="same",
+        help="VIGOR: same-area (all four cities) or cross-area (train NewYork, Seattle; test SanFrancisco, Chicago)")
+    add("--fov", type=float, default=360.0,
+        help="limited field of view: keep this many degrees of each panorama (the ground head is sized for it)")
+    add("--orientation_noise", type=float, default=0.0,
+        help="unknown orientation: turn each panorama by a random angle in [0, this) degrees before the cut; "
+             "360: unknown. Fixed per image by --seed in evaluation")
     add("--deterministic", action="store_true", help="deterministic kernels; off lets cuDNN pick the fastest")
     add("--channels_last", action="store_true", help="GPU: channels-last memory format for the convolutions")
     add("--compile", action="store_true",
@@ -193,10 +202,19 @@ def is_first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
+DATASETS = ("CVUSA", "CVACT", "VIGOR")
+
+
 def dataset_name(opt: argparse.Namespace) -> str:
-    if opt.CVUSA and opt.CVACT:
-        raise UsageError("pass one of --CVUSA and --CVACT, not both")
-    return "CVACT" if opt.CVACT else "CVUSA"
+    """The benchmark the flags name; CVUSA when none is given, as in the authors' parser."""
+    chosen = [name for name in DATASETS if getattr(opt, name, False)]
+    if len(chosen) > 1:
+        raise UsageError(f"pass one of --CVUSA, --CVACT and --VIGOR, not {' and '.join('--' + n for n in chosen)}")
+    if not 0 < opt.fov <= 360:
+        raise UsageError(f"--fov {opt.fov:g}: expected degrees in (0, 360]")
+    if not 0 <= opt.orientation_noise <= 360:
+        raise UsageError(f"--orientation_noise {opt.orientation_noise:g}: expected degrees in [0, 360]")
+    return chosen[0] if chosen else "CVUSA"
 
 
 def make_run_dir(results_dir: str, name: str) -> Path:

@@ -42,6 +42,7 @@ RECALL_NAMES = ("r@1", "r@5", "r@10", "r@1%")
 CSV_COLUMNS = (
     "time", "run_folder", "dataset", "split", "num", "checkpoint", "protocol", "match_radius_m",
     *(f"{direction}_{name}" for direction in ("p2s", "s2p") for name in RECALL_NAMES),
+    "hit_rate", "median_error_m", "accuracy_10m", "fov", "orientation_noise",
     "precision", "no_fc", "sa_num", "sat_size", "grd_size",
 )
 
@@ -121,8 +122,8 @@ def recall_curve_figure(ks: Sequence[int], curves: dict[str, Sequence[float]], n
     figure = new_figure(6.4, 4.2)
     axes = figure.subplots()
     many = len(ks) > 30
-    for direction, label in DIRECTION_LABELS.items():
-        values = curves[direction]
+    for direction, values in curves.items():
+        label = DIRECTION_LABELS[direction]
         summary = ", ".join(f"R@{k} {values[k - 1]:.1f}" for k in (1, 10) if k <= len(values))
         axes.plot(ks, values, marker=None if many else "o", markersize=3, linewidth=1.6,
                   label=f"{label}: {summary}")
@@ -260,13 +261,20 @@ def results_row(summary: dict[str, Any], run_dir: str | os.PathLike) -> dict[str
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "run_folder": os.path.abspath(run_dir),
         **{key: summary.get(key) for key in ("dataset", "split", "num", "checkpoint", "protocol", "match_radius_m")},
-        **{f"{direction}_{name}": f"{summary[direction][name]:.4f}"
+        **{f"{direction}_{name}": f"{summary[direction][name]:.4f}" if direction in summary else None
            for direction in ("p2s", "s2p") for name in RECALL_NAMES},
-        **{key: summary.get(key) for key in ("precision", "no_fc", "sa_num")},
+        "hit_rate": _figure(summary.get("hit_rate")),
+        "median_error_m": _figure(summary.get("localization", {}).get("median_m")),
+        "accuracy_10m": _figure(summary.get("localization", {}).get("accuracy_10m")),
+        **{key: summary.get(key) for key in ("fov", "orientation_noise", "precision", "no_fc", "sa_num")},
         "sat_size": "x".join(map(str, summary["sat_size"])),
         "grd_size": "x".join(map(str, summary["grd_size"])),
     }
     return {key: "" if value is None else value for key, value in row.items()}
+
+
+def _figure(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
 
 
 def append_results_row(csv_path: str | os.PathLike, row: dict[str, Any]) -> bool:

@@ -49,6 +49,25 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0).sub_(0.5).div_(0.5)
 
 
+def field_of_view_width(width: int, fov_deg: float) -> int:
+    """Columns of a `width`-column 360-degree panorama that `fov_deg` degrees span (at least 1)."""
+    return max(1, int(round(width * fov_deg / 360.0)))
+
+
+def crop_field_of_view(panorama: torch.Tensor, fov_deg: float, shift_deg: float = 0.0) -> torch.Tensor:
+    """A limited field of view of a 360-degree panorama (columns last): shift by `shift_deg`, keep the first slice.
+
+    DSM's protocol: the panorama is rolled circularly so that column floor(shift / 360 * W) comes first, then
+    the first `field_of_view_width(W, fov_deg)` columns are kept. 360 degrees and no shift give the input itself.
+    """
+    width = panorama.shape[-1]
+    start = int(np.floor(shift_deg % 360.0 / 360.0 * width))
+    columns = (torch.arange(field_of_view_width(width, fov_deg)) + start) % width
+    if start == 0 and len(columns) == width:
+        return panorama
+    return panorama.index_select(-1, columns)
+
+
 def plot_pair(sat: torch.Tensor, grd: torch.Tensor, title: str | None = None) -> Figure:
     """Aerial image and ground panorama (uint8 CHW) side by side, on an Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Shard", "recall_at_k", "recall_from_distances", "recall_within_distance"]
+__all__ = ["QueryRanking", "Shard", "rank_queries", "recall_at_k", "recall_from_distances", "recall_within_distance"]
 
 # Aerial rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
 # and the matrix products run as fast as with larger chunks.
@@ -43,16 +43,20 @@ class Shard:
     rank: int
     world: int
     sum_across: Callable[[Tensor], Tensor]
+    max_across: Callable[[Tensor], Tensor] | None = None
 
     @classmethod
     def of_process_group(cls) -> "Shard":
         """This process's share in the initialised torch.distributed group (gloo or NCCL)."""
 
-        def all_reduce_sum(tensor: Tensor) -> Tensor:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            return tensor
+        def all_reduce(op: dist.ReduceOp) -> Callable[[Tensor], Tensor]:
+            def reduce(tensor: Tensor) -> Tensor:
+                dist.all_reduce(tensor, op=op)
+                return tensor
 
-        return cls(dist.get_rank(), dist.get_world_size(), all_reduce_sum)
+            return reduce
+
+        return cls(dist.get_rank(), dist.get_world_size(), all_reduce(dist.ReduceOp.SUM), all_reduce(dist.ReduceOp.MAX))
 
 
 def _named_ks(ks: Sequence[float] | None, num_queries: int) -> list[tuple[str, float]]:
@@ -236,3 +240,112 @@ def recall_within_distance(
     utm = utm.to(device=sat.device, dtype=torch.float64)
     closer_p2s, closer_s2p = _count_closer(sat, grd, _radius_pair_finder(utm, radius), chunk_size, shard)
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
+
+
+@dataclass(frozen=True)
+class QueryRanking:
+    """Where each of Q ground queries found its aerial references among R, and the figures from it.
+
+    `closer[q]`: references strictly more similar than the query's positive; `closer_than_any[q]`: references
+    outside its positive and semi-positives strictly more similar than the best of those; `top1[q]`: the most
+    similar reference (the lowest index among equals).
+    """
+
+    closer: Tensor
+    closer_than_any: Tensor
+    top1: Tensor
+    num_references: int
+
+    def recall(self, ks: Sequence[float] | None = None) -> dict[str, float]:
+        """Recall in percent (positive only); "r@1%" uses k = 0.01 * R, the gallery's size."""
+        n = self.closer.numel()
+        return {name: (self.closer < k).sum().item() * 100.0 / n for name, k in _named_ks(ks, self.num_references)}
+
+    @property
+    def hit_rate(self) -> float:
+        """Percent of queries whose top-1 is their positive or one of their semi-positives (ties count as found)."""
+        return (self.closer_than_any == 0).sum().item() * 100.0 / self.closer_than_any.numel()
+
+
+@torch.no_grad()
+def rank_queries(
+    sat: Tensor,
+    grd: Tensor,
+    positive: Tensor,
+    semi_positives: Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: Shard | None = None,
+) -> QueryRanking:
+    """Rank R aerial references `sat` (R, D) for Q ground queries `grd` (Q, D) whose positives are `positive` (Q,).
+
+    The gallery need not be one-to-one with the queries (VIGOR): queries may share a positive and references
+    may be nobody's. `semi_positives` (Q, S) are references that also show the query's place; they count for
+    the hit rate, not for recall. Walks over chunks of reference rows like `recall_at_k`, whose p2s figures
+    this equals on paired data (positive = arange(N)): the same blocks, the same comparisons.
+    """
+    if sat.ndim != 2 or grd.ndim != 2 or sat.shape[1] != grd.shape[1] or 0 in (len(sat), len(grd)):
+        raise ValueError(f"expected aerial (R, D) and ground (Q, D) descriptors with R, Q > 0, got "
+                         f"{tuple(sat.shape)} and {tuple(grd.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    num_refs, num_queries = len(sat), len(grd)
+    positive = positive.to(device=sat.device, dtype=torch.int64).reshape(-1)
+    if semi_positives is None:
+        semi_positives = positive.new_empty((num_queries, 0))
+    semi_positives = semi_positives.to(device=sat.device, dtype=torch.int64).reshape(num_queries, -1)
+    if positive.numel() != num_queries:
+        raise ValueError(f"expected one positive per query ({num_queries}), got {positive.numel()}")
+    labels = torch.cat([positive[:, None], semi_positives], dim=1)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_refs):
+        raise ValueError(f"positive and semi-positive indices must lie in 0..{num_refs - 1}")
+    dtype = torch.promote_types(sat.dtype, torch.float32)
+    sat = sat.to(dtype).contiguous()
+    grd = grd.to(dtype).contiguous()
+    chunk_size = min(chunk_size, num_refs)
+
+    best = torch.einsum("qd,qd->q", grd, sat[positive])
+    best_of_set = torch.stack([torch.einsum("qd,qd->q", grd, sat[labels[:, k]]) for k in range(labels.shape[1])])
+    best_of_set = best_of_set.amax(0)
+    if not (torch.isfinite(best).all() and torch.isfinite(best_of_set).all()):
+        raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
+    by_reference = [torch.argsort(labels[:, k], stable=True) for k in range(labels.shape[1])]
+    sorted_labels = [labels[order, k] for k, order in enumerate(by_reference)]
+
+    def labelled(start: int, stop: int, columns: range) -> tuple[Tensor, Tensor]:
+        """(reference row, query) of the label columns `columns` whose reference lies in [start, stop)."""
+        rows, cols = [positive[:0]], [positive[:0]]
+        for k in columns:
+            first, last = torch.searchsorted(sorted_labels[k], torch.tensor([start, stop], device=sat.device)).tolist()
+            cols.append(by_reference[k][first:last])
+            rows.append(sorted_labels[k][first:last])
+        return torch.cat(rows), torch.cat(cols)
+
+    count_dtype = dtype if num_refs < 2**24 else torch.float64
+    closer = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
+    closer_than_any = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
+    top_value = torch.full((num_queries,), float("-inf"), dtype=dtype, device=sat.device)
+    top1 = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
+    block_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
+    closer_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
+    starts = range(0, num_refs, chunk_size)
+    for start in starts if shard is None else starts[shard.rank::shard.world]:
+        stop = min(start + chunk_size, num_refs)
+        block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
+        value, row = block.max(0)  # the first of equal maxima; chunks come in order, so a later one must be larger
+        better = value > top_value
+        top_value = torch.where(better, value, top_value)
+        top1 = torch.where(better, row + start, top1)
+        rows, cols = labelled(start, stop, range(1))
+        block[rows - start, cols] = float("-inf")
+        closer += torch.gt(block, best[None, :], out=closer_buffer[: stop - start]).sum(0, dtype=count_dtype).long()
+        rows, cols = labelled(start, stop, range(1, labels.shape[1]))
+        block[rows - start, cols] = float("-inf")
+        closer_than_any += torch.gt(block, best_of_set[None, :], out=block).sum(0, dtype=count_dtype).long()
+    if shard is not None:
+        closer, closer_than_any = shard.sum_across(closer), shard.sum_across(closer_than_any)
+        if shard.max_across is None:
+            raise ValueError("a sharded ranking needs Shard.max_across to merge the shards' top-1 references")
+        best_value = shard.max_across(top_value.clone())
+        candidate = torch.where(top_value == best_value, top1, torch.full_like(top1, num_refs))
+        top1 = -shard.max_across(-candidate)  # the lowest index among the shards' equal maxima
+    return QueryRanking(closer, closer_than_any, top1, num_refs)
