@@ -1,8 +1,8 @@
 """Evaluate a checkpoint (published or this project's): `python test.py --CVUSA --checkpoint weight/cvusa.pth`.
 
-A checkpoint of this project gives the model's sizes, `--sa_num` and `--no_fc` itself; for published weights
-`--sa_num` and `--no_fc` follow from the tensors and the sizes default to the paper's. Every flag of the
-authors' parser is accepted; those that cannot change a test are named as unused.
+A checkpoint of this project gives the model's sizes, `--sa_num`, `--no_fc`, `--fov` and `--orientation_noise`
+itself; for published weights `--sa_num` and `--no_fc` follow from the tensors and the sizes default to the
+paper's. Every flag of the authors' parser is accepted; those that cannot change a test are named as unused.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
+from engine.continuation import stored_options
 from utils.checkpoint import read_checkpoint
 from utils.cli import (
     TRAINING_ONLY,
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ckpt = read_checkpoint(opt.checkpoint)
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    if "orientation_noise" not in given and stated is not None:  # test as the run trained, unless told otherwise
+        opt.orientation_noise = float((stored_options(ckpt, opt.checkpoint) or {}).get("orientation_noise", 0.0))
     module = build_module(opt, pretrained=False, distance_radius=radius)
     load_checkpoint_weights(module.net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt

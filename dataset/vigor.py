@@ -51,7 +51,7 @@ def satellite_latlon(name: str) -> tuple[float, float]:
     parts = stem.split("_")
     if len(parts) != 3 or parts[0] != "satellite" or extension.lower() not in (".png", ".jpg"):
         raise ValueError(f"expected satellite_<lat>_<lon>.png, got {name!r}")
-    return float(parts[1]), float(parts[2])
+    return _degrees(parts[1], parts[2], name, "satellite_<lat>_<lon>.png")
 
 
 def panorama_latlon(name: str) -> tuple[float, float]:
@@ -59,7 +59,18 @@ def panorama_latlon(name: str) -> tuple[float, float]:
     parts = name.split(",")
     if len(parts) != 4 or not parts[0] or parts[3].lower() not in (".jpg", ".png"):
         raise ValueError(f"expected <panoid>,<lat>,<lon>,.jpg, got {name!r}")
-    return float(parts[1]), float(parts[2])
+    return _degrees(parts[1], parts[2], name, "<panoid>,<lat>,<lon>,.jpg")
+
+
+def _degrees(latitude: str, longitude: str, name: str, pattern: str) -> tuple[float, float]:
+    try:
+        position = float(latitude), float(longitude)
+    except ValueError:
+        raise ValueError(f"expected {pattern} with numbers for <lat> and <lon>, got {name!r}") from None
+    if not (-90 <= position[0] <= 90 and -180 <= position[1] <= 180):
+        raise ValueError(f"expected {pattern} with a latitude in [-90, 90] and a longitude in [-180, 180], "
+                         f"got {name!r}")
+    return position
 
 
 class VIGORGallery(Dataset):

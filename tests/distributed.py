@@ -59,3 +59,11 @@ def global_negatives_loss(rank: int, world: int, sat: torch.Tensor, grd: torch.T
                                     utm=gather_with_grad(utm[local]))
     loss.backward()
     return {"loss": loss.detach(), "sat": own_sat.grad, "grd": own_grd.grad}
+
+
+def sharded_ranking(rank: int, world: int, sat: torch.Tensor, grd: torch.Tensor, positive: torch.Tensor,
+                    semi_positives: torch.Tensor) -> dict:
+    from utils.recall import Shard, rank_queries
+
+    ranking = rank_queries(sat, grd, positive, semi_positives, chunk_size=5, shard=Shard.of_process_group())
+    return {"closer": ranking.closer, "closer_than_any": ranking.closer_than_any, "top1": ranking.top1}

@@ -204,3 +204,81 @@ def test_a_tower_stands_in_its_compass_direction_in_both_views(offset_m, column_
     red_rows, red_cols = np.nonzero(aerial[..., 0] - aerial[..., 1] > 100)
     north, east = 31.5 - red_rows.mean(), red_cols.mean() - 31.5
     assert np.allclose((north, east), np.array(offset_m) * 64 / SAT_FOOTPRINT_M, atol=2.0)
+
+
+# ----------------------------------------------------------------------------------------------- VIGOR
+
+
+def vigor_labels(vigor: Path, city: str, split: str = "pano_label_balanced.txt") -> list[list[str]]:
+    rows = [line.split() for line in (vigor / "splits" / city / split).read_text().splitlines()]
+    assert all(len(row) == 13 for row in rows)
+    return rows
+
+
+def test_vigor_has_four_cities_in_the_official_layout(written):
+    from dataset.vigor import CITIES, panorama_latlon, satellite_latlon
+
+    vigor = written[0] / "VIGOR"
+    assert sorted(p.name for p in vigor.iterdir()) == sorted([*CITIES, "splits"])
+    per_city = written[1]["vigor"]["cities"]
+    for city in CITIES:
+        assert sorted(p.name for p in (vigor / "splits" / city).iterdir()) == sorted(
+            ["satellite_list.txt", "same_area_balanced_train.txt", "same_area_balanced_test.txt",
+             "pano_label_balanced.txt"])
+        tiles = (vigor / "splits" / city / "satellite_list.txt").read_text().split()
+        assert sorted(tiles) == sorted(p.name for p in (vigor / city / "satellite").iterdir())
+        assert all(satellite_latlon(name) for name in tiles) and len(tiles) == per_city[city]["satellites"]
+        rows = vigor_labels(vigor, city)
+        assert sorted(row[0] for row in rows) == sorted(p.name for p in (vigor / city / "panorama").iterdir())
+        assert all(panorama_latlon(row[0]) for row in rows) and len(rows) == per_city[city]["panoramas"]
+        train, test = (vigor_labels(vigor, city, f"same_area_balanced_{s}.txt") for s in ("train", "test"))
+        assert sorted(map(tuple, train + test)) == sorted(map(tuple, rows)) and train and test
+        assert {row[1] for row in rows} < set(tiles)  # some tiles are nobody's positive
+        for name in tiles[:2]:
+            assert read_rgb(vigor / city / "satellite" / name).shape == (*SAT_SIZE, 3)
+        assert read_rgb(vigor / city / "panorama" / rows[0][0]).shape == (*GRD_SIZE, 3)
+
+
+def test_vigor_panoramas_lie_on_their_positive_and_three_semi_positives(written):
+    from dataset.vigor import CITIES, panorama_latlon, satellite_latlon
+    from utils.geo import haversine_m
+
+    vigor = written[0] / "VIGOR"
+    metres_per_pixel = SAT_FOOTPRINT_M / SAT_SIZE[0]
+    off_centre = []
+    for city in CITIES:
+        for row in vigor_labels(vigor, city):
+            pano = np.array(panorama_latlon(row[0]))
+            tiles = np.array([satellite_latlon(name) for name in row[1::3]])
+            assert len(set(row[1::3])) == 4
+            delta_m = np.array(row[1:]).reshape(4, 3)[:, 1:].astype(float) * metres_per_pixel
+            # the offsets in the labels agree with the positions in the names: y to the south, x to the east
+            south = haversine_m(tiles, np.stack([np.full(4, pano[0]), tiles[:, 1]], 1)) * np.sign(tiles[:, 0] - pano[0])
+            east = haversine_m(tiles, np.stack([tiles[:, 0], np.full(4, pano[1])], 1)) * np.sign(pano[1] - tiles[:, 1])
+            np.testing.assert_allclose(delta_m, np.stack([south, east], 1), atol=0.3)
+            assert np.abs(delta_m).max() <= SAT_FOOTPRINT_M / 2 + 0.3  # every tile covers the panorama
+            assert np.abs(delta_m[0]).max() <= SAT_FOOTPRINT_M / 4 + 0.3  # in the positive's central quarter
+            distances = haversine_m(np.repeat(pano[None], 4, 0), tiles)
+            assert distances.argmin() == 0
+            off_centre.append(distances[0])
+    assert max(off_centre) > 5.0  # panoramas stand at random places, not at tile centres
+
+
+def test_vigor_cities_are_apart_and_read_by_the_dataset_in_both_modes(written):
+    from dataset.vigor import CITIES, VIGOR
+    from utils.geo import haversine_m
+
+    vigor = written[0] / "VIGOR"
+    gallery = VIGOR(vigor, "test", "same", SAT_SIZE, GRD_SIZE).gallery
+    centres = {city: gallery.latlon[[i for i, c in enumerate(gallery.city_of) if c == city]] for city in CITIES}
+    for first, second in [(a, b) for a in CITIES for b in CITIES if a < b]:
+        pairs = np.array([(p, q) for p in centres[first] for q in centres[second]])
+        assert haversine_m(pairs[:, 0], pairs[:, 1]).min() > 2 * REACH_M - 1  # nothing of one city seen from another
+    cross = VIGOR(vigor, "train", "cross", SAT_SIZE, GRD_SIZE)
+    assert cross.cities == ("NewYork", "Seattle") and len(cross) == 2 * written[1]["vigor"]["cities"]["Seattle"][
+        "panoramas"]
+
+
+def test_vigor_can_be_left_out(tmp_path):
+    summary = generate(tmp_path, 3, 2, seed=1, sat_size=SAT_SIZE, grd_size=GRD_SIZE, progress=False, vigor_per_city=0)
+    assert "vigor" not in summary and not (tmp_path / "VIGOR").exists()

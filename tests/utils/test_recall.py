@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.distributed import run_in_processes, sharded_recall
-from utils.recall import _radius_pair_finder, recall_at_k, recall_from_distances, recall_within_distance
+from tests.distributed import run_in_processes, sharded_ranking, sharded_recall
+from utils.recall import (
+    _radius_pair_finder,
+    rank_queries,
+    recall_at_k,
+    recall_from_distances,
+    recall_within_distance,
+)
 
 FIXTURES = Path(os.environ.get("CVGL_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
 
@@ -193,3 +199,96 @@ def test_sharded_recall_over_processes_equals_one_process(world, tmp_path):
     expected = {"paired": recall_at_k(sat, grd), "radius": recall_within_distance(sat, grd, utm, radius=30.0)}
     assert expected["paired"] != expected["radius"]
     assert run_in_processes(sharded_recall, world, tmp_path, sat, grd, utm, 30.0) == [expected] * world
+
+
+# ------------------------------------------------------------------ queries against a gallery of their own (VIGOR)
+
+
+def gallery_case(num_refs: int, num_queries: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Tied descriptors, queries sharing positives, some references nobody's, three semi-positives each."""
+    generator = torch.Generator().manual_seed(seed)
+    sat = torch.randint(-2, 3, (num_refs, 8), generator=generator).float() / 8
+    positive = torch.randint(0, num_refs // 2, (num_queries,), generator=generator)  # the upper half: nobody's
+    grd = sat[positive] + torch.randint(-1, 2, (num_queries, 8), generator=generator).float() / 8
+    semi = torch.stack([(positive + step) % num_refs for step in (1, 2, num_refs // 2)], dim=1)
+    return sat, grd, positive, semi
+
+
+def brute_force_ranking(sims: np.ndarray, positive: np.ndarray, semi: np.ndarray) -> tuple[list, list, list]:
+    """Per query (row of sims): references strictly above the positive, others strictly above the best labelled
+    one, and the first most similar reference, each counted one reference at a time."""
+    closer, closer_than_any, top1 = [], [], []
+    for q, row in enumerate(sims):
+        labelled = [int(positive[q]), *map(int, semi[q])]
+        best = max(row[r] for r in labelled)
+        closer.append(sum(row[r] > row[positive[q]] for r in range(len(row))))
+        closer_than_any.append(sum(row[r] > best for r in range(len(row)) if r not in labelled))
+        first = 0
+        for r in range(len(row)):
+            if row[r] > row[first]:
+                first = r
+        top1.append(first)
+    return closer, closer_than_any, top1
+
+
+@pytest.mark.parametrize(("num_refs", "num_queries", "chunk_size", "seed"),
+                         [(30, 45, 1, 0), (30, 45, 7, 1), (61, 20, 16, 2), (40, 40, 100, 3)])
+def test_ranking_of_queries_equals_brute_force_loops_with_ties_and_shared_positives(num_refs, num_queries,
+                                                                                    chunk_size, seed):
+    sat, grd, positive, semi = gallery_case(num_refs, num_queries, seed)
+    assert len(set(positive.tolist())) < num_queries  # queries share positives
+    closer, closer_than_any, top1 = brute_force_ranking((grd @ sat.T).numpy(), positive.numpy(), semi.numpy())
+    ranking = rank_queries(sat, grd, positive, semi, chunk_size=chunk_size)
+    assert ranking.closer.tolist() == closer
+    assert ranking.closer_than_any.tolist() == closer_than_any
+    assert ranking.top1.tolist() == top1
+    ks = [1, 2, 5, 10]
+    assert ranking.recall(ks) == pytest.approx(percent(closer, ks))
+    assert ranking.recall()["r@1%"] == pytest.approx(percent(closer, [0.01 * num_refs])[f"r@{0.01 * num_refs}"])
+    assert ranking.hit_rate == pytest.approx(100 * np.mean(np.array(closer_than_any) == 0))
+    assert ranking.hit_rate >= ranking.recall([1])["r@1"]
+
+
+def test_a_semi_positive_on_top_is_a_hit_but_not_found_at_one():
+    sat = torch.eye(4)
+    grd = torch.tensor([[0.2, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # query 0: tile 1 first, its positive 0 second
+    ranking = rank_queries(sat, grd, torch.tensor([0, 2]), torch.tensor([[1], [3]]))
+    assert ranking.closer.tolist() == [1, 0] and ranking.top1.tolist() == [1, 2]
+    assert ranking.recall([1])["r@1"] == 50.0 and ranking.hit_rate == 100.0
+    assert rank_queries(sat, grd, torch.tensor([0, 2])).hit_rate == 50.0  # without semi-positives: recall@1
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 97])
+def test_ranking_of_paired_queries_equals_recall_at_k(chunk_size):
+    sat, grd = tied_descriptors(97, seed=4)
+    ks = list(range(1, 99))
+    ranking = rank_queries(sat, grd, torch.arange(97), chunk_size=chunk_size)
+    assert ranking.recall(ks) == recall_at_k(sat, grd, ks, chunk_size=chunk_size)["p2s"]
+    assert ranking.recall() == recall_at_k(sat, grd)["p2s"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 5), torch.zeros(2)), "descriptors"),
+        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3)), "one positive per query"),
+        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.tensor([0, 3])), "0..2"),
+        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(2), torch.tensor([[1], [-1]])),
+         "0..2"),
+        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(2), chunk_size=0), "chunk_size"),
+        (lambda: rank_queries(torch.full((3, 4), float("nan")), torch.zeros(2, 4), torch.zeros(2)), "NaN"),
+    ],
+)
+def test_ranking_mistakes_raise_one_line_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_ranking_over_processes_equals_one_process(world, tmp_path):
+    sat, grd, positive, semi = gallery_case(33, 26, seed=world)  # 7 chunks of 5 reference rows, 3 in the last
+    one = rank_queries(sat, grd, positive, semi, chunk_size=5)
+    expected = {"closer": one.closer, "closer_than_any": one.closer_than_any, "top1": one.top1}
+    for result in run_in_processes(sharded_ranking, world, tmp_path, sat, grd, positive, semi):
+        assert {key: value.tolist() for key, value in result.items()} == \
+            {key: value.tolist() for key, value in expected.items()}

@@ -1,0 +1,76 @@
+"""Training batches for overlapping galleries: the rule that keeps false negatives out, checked pair by pair."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from dataset.sampler import ConflictFreeBatchSampler
+
+
+def grid_labels(num: int, tiles_per_side: int, seed: int) -> np.ndarray:
+    """VIGOR-like labels: a random place on a grid of tiles, its nearest tile first, then the three others."""
+    rng = np.random.default_rng(seed)
+    labels = []
+    for row, col in rng.uniform(0, tiles_per_side - 1, (num, 2)):
+        around = [(int(row) + dr, int(col) + dc) for dr in (0, 1) for dc in (0, 1)]
+        around.sort(key=lambda tile: tile != (round(row), round(col)))
+        labels.append([r * tiles_per_side + c for r, c in around])
+    return np.array(labels)
+
+
+def conflict(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the positive tile of one panorama covers the other (and so would be a false negative)."""
+    return a[0] == b[0] or a[0] in b[1:] or b[0] in a[1:]
+
+
+def assert_conflict_free(batch: list[int], labels: np.ndarray) -> None:
+    for i, j in itertools.combinations(batch, 2):
+        assert not conflict(labels[i], labels[j]), (i, j, labels[i], labels[j])
+
+
+@pytest.mark.parametrize(("num", "side", "batch_size", "seed"), [(200, 12, 8, 0), (150, 6, 5, 1), (64, 30, 32, 2)])
+def test_every_batch_is_free_of_conflicts_and_every_panorama_comes_once(num, side, batch_size, seed):
+    labels = grid_labels(num, side, seed)
+    assert any(conflict(labels[i], labels[j]) for i, j in itertools.combinations(range(num), 2))
+    sampler = ConflictFreeBatchSampler(labels, batch_size, seed=seed)
+    for epoch in range(3):
+        sampler.sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert all(1 <= len(batch) <= batch_size for batch in batches)
+        for batch in batches:
+            assert_conflict_free(batch, labels)
+        assert sorted(itertools.chain(*batches)) == list(range(num))  # every positive tile visited
+        assert sum(len(batch) < batch_size for batch in batches) <= 3  # conflicts wait, they do not split batches
+
+
+def test_the_order_is_fresh_each_epoch_and_the_same_for_the_same_epoch():
+    labels = grid_labels(120, 15, 3)
+    first, second = ConflictFreeBatchSampler(labels, 8, seed=4), ConflictFreeBatchSampler(labels, 8, seed=4)
+    epochs = []
+    for epoch in range(2):
+        first.sampler.set_epoch(epoch)
+        second.sampler.set_epoch(epoch)
+        epochs.append(list(first))
+        assert list(second) == epochs[-1]
+    assert epochs[0] != epochs[1]
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_each_process_takes_an_equal_slice_of_a_job_wide_batch_free_of_conflicts(world, monkeypatch):
+    labels = grid_labels(203, 14, world)
+    batch_size = 6
+    per_rank = []
+    for rank in range(world):
+        monkeypatch.setattr(ConflictFreeBatchSampler, "_group", staticmethod(lambda rank=rank: (rank, world)))
+        per_rank.append(list(ConflictFreeBatchSampler(labels, batch_size, seed=5)))
+    assert len({len(batches) for batches in per_rank}) == 1
+    seen = set()
+    for step in zip(*per_rank, strict=True):
+        assert len({len(batch) for batch in step}) == 1 and len(step[0]) <= batch_size
+        job_batch = list(itertools.chain(*step))
+        assert len(set(job_batch)) == len(job_batch)
+        assert_conflict_free(job_batch, labels)  # --global_negatives sees them all at once
+        seen.update(job_batch)
+    assert len(seen) >= len(labels) - world  # at most a short last batch's remainder waits for the next epoch

@@ -1,0 +1,82 @@
+"""Limited field of view and unknown orientation: DSM's crop, fixed at evaluation, nothing at 360 and 0."""
+
+import numpy as np
+import pytest
+import torch
+
+from dataset.datamodule import CVUSADataModule
+from dataset.views import LimitedFieldOfView
+from utils.images import crop_field_of_view, field_of_view_width
+
+SAT, GRD = (64, 64), (32, 128)
+
+
+def numbered_panorama(width: int = 128) -> torch.Tensor:
+    """A uint8 CHW panorama whose every column holds its own number."""
+    return torch.arange(width, dtype=torch.uint8).expand(3, 4, width).clone()
+
+
+@pytest.mark.parametrize(("fov", "turn"), [(90, 0), (90, 100), (70, 359.9), (360, 45), (180, 720.5), (1, 12)])
+def test_the_crop_is_the_shift_then_the_first_slice_column_by_column(fov, turn):
+    panorama = numbered_panorama()
+    crop = crop_field_of_view(panorama, fov, turn)
+    start = int(np.floor(turn % 360 / 360 * 128))
+    expected = [(start + column) % 128 for column in range(max(1, round(128 * fov / 360)))]
+    assert crop.shape == (3, 4, len(expected)) and crop.dtype == torch.uint8
+    assert crop[0, 0].tolist() == expected and (crop == crop[:1, :1]).all()
+
+
+def test_widths_follow_the_field_of_view():
+    assert [field_of_view_width(512, fov) for fov in (360, 180, 90, 70, 0.1)] == [512, 256, 128, 100, 1]
+
+
+def test_without_a_limit_or_a_turn_the_panorama_is_left_alone():
+    panorama = numbered_panorama()
+    sample = LimitedFieldOfView(360, 0)({"grd": panorama, "index": 3})
+    assert sample["grd"] is panorama and sample["turn_deg"] == 0.0
+
+
+def test_evaluation_draws_are_fixed_by_seed_and_index_training_draws_are_fresh():
+    fixed = LimitedFieldOfView(90, 360, seed=10)
+    turns = [fixed.turn_deg(index) for index in range(50)]
+    assert turns == [LimitedFieldOfView(90, 360, seed=10).turn_deg(index) for index in range(50)]
+    assert turns != [LimitedFieldOfView(90, 360, seed=11).turn_deg(index) for index in range(50)]
+    assert all(0 <= turn < 360 for turn in turns) and max(turns) - min(turns) > 180
+    assert all(0 <= LimitedFieldOfView(90, 20, seed=1).turn_deg(index) < 20 for index in range(50))
+    fresh = LimitedFieldOfView(90, 360)
+    torch.manual_seed(0)
+    first = [fresh.turn_deg(0) for _ in range(5)]
+    assert len(set(first)) == 5  # the same sample, a new turn each time
+    torch.manual_seed(0)
+    assert [fresh.turn_deg(0) for _ in range(5)] == first  # from torch's random state, so runs reproduce
+
+
+@pytest.mark.parametrize(("fov", "noise"), [(0, 0), (361, 0), (90, -1), (90, 361)])
+def test_values_outside_the_circle_are_refused(fov, noise):
+    with pytest.raises(ValueError, match="fov|orientation_noise"):
+        LimitedFieldOfView(fov, noise)
+
+
+def module(root, **views) -> CVUSADataModule:
+    return CVUSADataModule(root, batch_size=3, batch_size_val=2, num_workers=0, sat_size=SAT, grd_size=GRD, **views)
+
+
+def test_the_data_module_crops_evaluation_alike_every_time_and_360_0_is_no_flag(tiny_world):
+    root = tiny_world / "CVUSA"
+    plain, full = module(root), module(root, fov=360, orientation_noise=0, seed=4)
+    limited, again, other = (module(root, fov=90, orientation_noise=360, seed=seed) for seed in (10, 10, 11))
+    for datamodule in (plain, full, limited, again, other):
+        datamodule.setup("fit")
+    assert full.view("val") is None and full.view("train") is None
+    for first, second in zip(plain.val_dataloader(), full.val_dataloader(), strict=True):
+        assert torch.equal(first["grd"], second["grd"]) and torch.equal(first["sat"], second["sat"])
+    crops = [torch.cat([batch["grd"] for batch in datamodule.val_dataloader()]) for datamodule in
+             (limited, again, other)]
+    assert crops[0].shape[-1] == 32 and torch.equal(crops[0], crops[1]) and not torch.equal(crops[0], crops[2])
+    turns = torch.cat([batch["turn_deg"] for batch in limited.val_dataloader()])
+    panoramas = torch.cat([batch["grd"] for batch in plain.val_dataloader()])
+    for panorama, crop, turn in zip(panoramas, crops[0], turns.tolist(), strict=True):
+        assert torch.equal(crop, crop_field_of_view(panorama, 90, turn))
+    torch.manual_seed(0)
+    epochs = [torch.cat([batch["turn_deg"] for batch in limited.train_dataloader()]) for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1])
