@@ -33,7 +33,7 @@ from dataset.errors import DatasetError, check_files_exist
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.cli import UsageError, integer, parse_devices, parse_options, run_main
+from utils.cli import UsageError, check_field_of_view, integer, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
 
@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [path for path in opt.panoramas if not os.path.isfile(path)]
     if missing:
         raise ImageReadError(f"cannot read panorama {missing[0]}: file does not exist", missing[0])
+    check_field_of_view(opt.fov)
     ckpt = read_checkpoint(opt.checkpoint)
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = index_config(opt)

@@ -174,13 +174,12 @@ class VIGORDataModule(_CrossViewDataModule):
     panoramas against the gallery of the test cities.
 
     Training batches come from `ConflictFreeBatchSampler`, so no panorama meets a tile that covers it as a
-    negative. Evaluation has two loaders, the panoramas (queries) and the gallery (references); the model
-    embeds each and ranks the gallery for every query. This module shards its loaders itself under DDP
-    (the Trainer runs with use_distributed_sampler=False): the training sampler by slices of job-wide
-    batches, evaluation by DistributedSampler, whose padding the model drops by index.
+    negative (the few pairs it cannot keep apart carry their labels to the loss, which leaves them out).
+    Evaluation has two loaders, the panoramas (queries) and the gallery (references); the model embeds each
+    and ranks the gallery for every query. This module shards its loaders itself under DDP (the Trainer
+    runs with use_distributed_sampler=False): the training sampler by slices of job-wide batches,
+    evaluation by DistributedSampler, whose padding the model drops by index.
     """
-
-    shards_itself = True
 
     def __init__(
         self,

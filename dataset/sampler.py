@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import Counter, deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -39,11 +40,15 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
     one would then be a negative of the other while showing its place. Each epoch takes every panorama once,
     in the order of a fresh permutation; one that conflicts with the batch being filled waits for the next.
 
+    Every epoch has the same number of batches, ceil(N / (batch_size * world)), as Lightning expects (it
+    validates after that many). Panoramas still waiting when the epoch's panoramas run out join the batches
+    with room left, in conflict if nothing else fits: the loss leaves such pairs out, as it does CVACT's
+    pairs within 25 m (`model.loss.covering_pairs`). On real data they are a handful per epoch.
+
     Under DDP each process takes its slice of one job-wide batch of `batch_size * world` panoramas, so the
     batches of all processes together are free of conflicts too (`--global_negatives`). Every process gets
-    as many batches of the same size: a job-wide batch left short (at the end of the epoch, or by conflicts)
-    is topped up to a multiple of the world with other panoramas of the epoch that do not conflict with it,
-    or, where none fits, cut down to one.
+    as many batches of the same size: the last job-wide batch is topped up to a multiple of the world with
+    panoramas of earlier batches, preferring those that do not conflict with it.
     """
 
     def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0) -> None:
@@ -61,41 +66,55 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
         return 0, 1
 
     def job_batches(self, world: int = 1) -> list[list[int]]:
-        """This epoch's job-wide batches, each of at most batch_size * world panoramas."""
+        """This epoch's job-wide batches: ceil(N / (batch_size * world)) of them, each at most that size."""
         size = self.batch_size * world
+        count = math.ceil(len(self.labels) / size)
         stream = iter(self.sampler)
         pending: deque[int] = deque()
-        batches: list[_Batch] = []
-        exhausted = False
-        while pending or not exhausted:
-            batch = _Batch(self.labels)
+        batches = [_Batch(self.labels) for _ in range(count)]
+        for batch in batches:
             for _ in range(len(pending)):
                 if len(batch.items) == size:
                     break
                 item = pending.popleft()
                 if not batch.take(item):
                     pending.append(item)
-            while len(batch.items) < size and not exhausted:
-                item = next(stream, None)
-                if item is None:
-                    exhausted = True
-                elif not batch.take(item):
+            for item in stream if len(batch.items) < size else ():
+                if not batch.take(item):
                     pending.append(item)
-            if batch.items:
-                batches.append(batch)
-        for batch in batches if world > 1 else ():
-            if len(batch.items) % world:
-                self._top_up(batch, world)
-        return [batch.items for batch in batches if batch.items]
+                if len(batch.items) == size:
+                    break
+        for item in pending:  # the epoch's panoramas ran out: place the rest, by a swap where one frees a place
+            room = [batch for batch in batches if len(batch.items) < size]
+            fitting = [batch for batch in room if batch.fits(item)]
+            if fitting:
+                fitting[0].take(item)
+            elif not any(self._swap(item, batch, room) for batch in batches):
+                room[0].take(item, force=True)  # no way round a conflict: the loss leaves the pair out
+        last = batches[-1]
+        for item in self.sampler if len(last.items) % world else ():
+            if item not in last.items and last.take(item) and len(last.items) % world == 0:
+                break
+        for item in self.sampler if len(last.items) % world else ():
+            if item not in last.items:
+                last.take(item, force=True)
+                if len(last.items) % world == 0:
+                    break
+        return [batch.items for batch in batches]
 
-    def _top_up(self, batch: _Batch, world: int) -> None:
-        """Add panoramas that fit to `batch` until its size divides by `world`, or cut it down where none fits."""
-        for item in self.sampler:
-            if len(batch.items) % world == 0:
-                return
-            if item not in batch.items:
-                batch.take(item)
-        del batch.items[len(batch.items) - len(batch.items) % world:]
+    @staticmethod
+    def _swap(item: int, full: _Batch, room: list[_Batch]) -> bool:
+        """Put `item` into `full` in place of one of its panoramas that fits a batch with room; whether it could."""
+        for other in list(full.items):
+            if not full.fits(item, leaving=other):
+                continue
+            target = next((batch for batch in room if batch is not full and batch.fits(other)), None)
+            if target is not None:
+                full.remove(other)
+                full.take(item)
+                target.take(other)
+                return True
+        return False
 
     def _batches(self) -> list[list[int]]:
         rank, world = self._group()
@@ -104,8 +123,7 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
             mine = []
             for batch in self.job_batches(world):
                 share = len(batch) // world
-                if share:
-                    mine.append(batch[rank * share:(rank + 1) * share])
+                mine.append(batch[rank * share:(rank + 1) * share])
             self._plan = (key, mine)
         return self._plan[1]
 
@@ -113,7 +131,7 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
         return iter(self._batches())
 
     def __len__(self) -> int:
-        return len(self._batches())
+        return math.ceil(len(self.labels) / (self.batch_size * self._group()[1]))
 
 
 class _Batch:
@@ -122,15 +140,29 @@ class _Batch:
     def __init__(self, labels: np.ndarray) -> None:
         self.labels = labels
         self.items: list[int] = []
-        self.positives: set[int] = set()
-        self.covered: set[int] = set()
+        self.positives: Counter[int] = Counter()
+        self.covered: Counter[int] = Counter()
 
-    def take(self, item: int) -> bool:
-        """Add panorama `item` unless it conflicts with one already in; whether it was added."""
+    def fits(self, item: int, leaving: int | None = None) -> bool:
+        """Whether `item` conflicts with none of the batch's panoramas (but `leaving`)."""
         tiles = self.labels[item].tolist()
-        if tiles[0] in self.covered or self.positives.intersection(tiles):
+        gone = self.labels[leaving].tolist() if leaving is not None else []
+        if self.covered[tiles[0]] > gone.count(tiles[0]):
             return False
+        return all(self.positives[tile] <= (bool(gone) and gone[0] == tile) for tile in set(tiles))
+
+    def take(self, item: int, force: bool = False) -> bool:
+        """Add panorama `item` unless it conflicts with one already in (or `force`); whether it was added."""
+        if not force and not self.fits(item):
+            return False
+        tiles = self.labels[item].tolist()
         self.items.append(item)
-        self.positives.add(tiles[0])
+        self.positives[tiles[0]] += 1
         self.covered.update(tiles)
         return True
+
+    def remove(self, item: int) -> None:
+        tiles = self.labels[item].tolist()
+        self.items.remove(item)
+        self.positives[tiles[0]] -= 1
+        self.covered.subtract(tiles)

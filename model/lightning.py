@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from model.loss import gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from model.loss import covering_pairs, gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
 from utils.geo import haversine_m, localization_summary
 from utils.images import field_of_view_width, to_model_range
@@ -150,12 +150,14 @@ class CrossViewModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         sat, grd = self.net(batch["sat"], batch["grd"])
-        utm = batch.get("utm")
+        labels = {key: batch[key] for key in ("utm", "positive", "semi_positives") if key in batch}
         if self.hparams.global_negatives and self.trainer.world_size > 1:  # negatives from every device's batch
             sat, grd = gather_with_grad(sat), gather_with_grad(grd)
-            utm = None if utm is None else gather_with_grad(utm)
+            labels = {key: gather_with_grad(value) for key, value in labels.items()}
+        not_negatives = covering_pairs(labels["positive"], labels["semi_positives"]) if "positive" in labels else None
         ratio = self.hard_topk_ratio
-        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=utm)
+        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=labels.get("utm"),
+                                        not_negatives=not_negatives)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at epoch {self.schedule_epoch}, batch {batch_idx}; the weights were not "

@@ -26,11 +26,13 @@ def soft_margin_triplet_loss(
     hard_topk_ratio: float = 1.0,
     utm: torch.Tensor | None = None,
     min_negative_distance: float = 25.0,
+    not_negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of `log(1 + exp(w * (d_pos - d_neg)))` over the hardest triplets, averaged over both directions.
 
     `sat[i]` and `grd[i]` are a matching pair; every other in-batch item is a negative, except (with
-    `utm`, CVACT) those whose positions lie closer than `min_negative_distance` metres. Such pairs are
+    `utm`, CVACT) those whose positions lie closer than `min_negative_distance` metres, and the (aerial i,
+    ground j) entries where `not_negatives` (B, B) is True (VIGOR: `covering_pairs`). Such pairs are
     left out of both the sum and the count; the authors' code multiplies them by zero instead, which
     still adds log 2 each and counts them. Computed in float32 even under autocast.
     """
@@ -42,10 +44,19 @@ def soft_margin_triplet_loss(
     if utm is not None:
         utm = utm.to(device=dists.device, dtype=torch.float64)
         negatives &= torch.cdist(utm, utm) >= min_negative_distance
+    if not_negatives is not None:
+        negatives &= ~not_negatives.to(device=dists.device, dtype=torch.bool)
     kept = int(hard_topk_ratio * n * (n - 1))
     aerial_query = F.softplus(loss_weight * (positives[:, None] - dists))
     ground_query = F.softplus(loss_weight * (positives[None, :] - dists))
     return (_mean_of_hardest(aerial_query[negatives], kept) + _mean_of_hardest(ground_query[negatives], kept)) / 2
+
+
+def covering_pairs(positive: torch.Tensor, semi_positives: torch.Tensor) -> torch.Tensor:
+    """(B, B) True where the aerial tile of pair i (`positive[i]`) covers the panorama of pair j: it is j's
+    positive or one of its semi-positives (B, S), so it shows j's place and cannot serve as j's negative."""
+    labels = torch.cat([positive[:, None], semi_positives], dim=1)
+    return (positive[:, None, None] == labels[None, :, :]).any(-1)
 
 
 def _mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:

@@ -77,3 +77,37 @@ def test_a_view_that_contradicts_the_checkpoint_is_refused_and_bad_values_in_one
                            (["--orientation_noise", "400"], r"--orientation_noise 400: expected degrees in \[0, 360")):
         with pytest.raises(UsageError, match=message):
             train.main(tiny_run_args(tiny_world, tmp_path, *flags))
+
+
+def test_localize_takes_each_image_as_the_view_the_checkpoint_was_trained_for(tiny_world, limited_run, tmp_path,
+                                                                               capsys):
+    import shutil
+
+    import cv2
+
+    import localize
+    from dataset.cvusa import CVUSA
+    from dataset.views import LimitedFieldOfView
+    from tests.test_localize import localize_args, printed_matches
+
+    saved = tmp_path / "descriptors.npz"
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(limited_run / "best.ckpt"), "--save_descriptors",
+                         str(saved))
+    with preserved_process_state():
+        assert test_script.main(args) == 0
+    crops = CVUSA(tiny_world / "CVUSA", "val", (64, 64), (32, 128), transforms=LimitedFieldOfView(90, 360, seed=10))
+    (tmp_path / "aerial").mkdir()
+    views = []
+    for index in range(len(crops)):
+        shutil.copy(crops.sat_paths[index], tmp_path / "aerial")
+        views.append(tmp_path / f"view_{crops.ids[index]}.png")  # the slice test.py evaluated, as a photo
+        cv2.imwrite(str(views[-1]), cv2.cvtColor(crops[index]["grd"].permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))
+    capsys.readouterr()
+    assert localize.main(localize_args(limited_run / "best.ckpt", "--aerial_dir", str(tmp_path / "aerial"),
+                                       "--top_k", "13", *map(str, views))) == 0
+    printed = printed_matches(capsys.readouterr().out)
+    arrays = np.load(saved)
+    similarities = arrays["grd"] @ arrays["sat"].T
+    for query, (pair_id, view) in enumerate(zip(crops.ids, views, strict=True)):
+        expected = 1 + int(np.sum(similarities[query] > similarities[query, query]))
+        assert [match for match, _ in printed[str(view)]].index(pair_id) + 1 == expected

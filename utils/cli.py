@@ -206,15 +206,20 @@ DATASETS = ("CVUSA", "CVACT", "VIGOR")
 
 
 def dataset_name(opt: argparse.Namespace) -> str:
-    """The benchmark the flags name; CVUSA when none is given, as in the authors' parser."""
+    """The benchmark the flags name (CVUSA when none is, as in the authors' parser), its view flags checked."""
     chosen = [name for name in DATASETS if getattr(opt, name, False)]
     if len(chosen) > 1:
         raise UsageError(f"pass one of --CVUSA, --CVACT and --VIGOR, not {' and '.join('--' + n for n in chosen)}")
-    if not 0 < opt.fov <= 360:
-        raise UsageError(f"--fov {opt.fov:g}: expected degrees in (0, 360]")
-    if not 0 <= opt.orientation_noise <= 360:
-        raise UsageError(f"--orientation_noise {opt.orientation_noise:g}: expected degrees in [0, 360]")
+    check_field_of_view(opt.fov, getattr(opt, "orientation_noise", 0.0))
     return chosen[0] if chosen else "CVUSA"
+
+
+def check_field_of_view(fov: float, orientation_noise: float = 0.0) -> None:
+    """--fov and --orientation_noise must be angles of the circle, in one line otherwise."""
+    if not 0 < fov <= 360:
+        raise UsageError(f"--fov {fov:g}: expected degrees in (0, 360]")
+    if not 0 <= orientation_noise <= 360:
+        raise UsageError(f"--orientation_noise {orientation_noise:g}: expected degrees in [0, 360]")
 
 
 def make_run_dir(results_dir: str, name: str) -> Path:

@@ -152,17 +152,18 @@ def recall_curve_figure(ks: Sequence[int], curves: dict[str, Sequence[float]], n
 
 @dataclass(frozen=True)
 class Retrieval:
-    """One ground query and the aerial images to show beside it, best first."""
+    """One ground query and the aerial images to show beside it, best first; compass ticks for a whole panorama."""
 
     query: np.ndarray  # panorama, uint8 H x W x 3
     query_title: str
     images: list[np.ndarray]  # aerial images, uint8 H x W x 3
     titles: list[str]
     is_match: list[bool]
+    compass: bool = True
 
 
 def retrievals_figure(retrievals: Sequence[Retrieval], title: str = "") -> Figure:
-    """One row per query: the panorama with compass labels, then its aerial images; true matches framed green."""
+    """One row per query: the panorama (with compass labels), then its aerial images; true matches framed green."""
     columns = max(len(r.images) for r in retrievals)
     grd_aspect = retrievals[0].query.shape[1] / retrievals[0].query.shape[0]
     title_lines = max(t.count("\n") + 1 for r in retrievals for t in r.titles)
@@ -174,7 +175,11 @@ def retrievals_figure(retrievals: Sequence[Retrieval], title: str = "") -> Figur
     for row, retrieval in zip(grid, retrievals, strict=True):
         row[0].imshow(retrieval.query)
         row[0].set_title(retrieval.query_title, fontsize=8)
-        label_panorama(row[0], retrieval.query.shape[1])
+        if retrieval.compass:
+            label_panorama(row[0], retrieval.query.shape[1])
+        else:
+            row[0].set_xticks([])
+            row[0].set_yticks([])
         for column, axes in enumerate(row[1:]):
             if column >= len(retrieval.images):
                 axes.set_axis_off()
@@ -242,14 +247,24 @@ def evaluation_retrievals(
             titles.append(title)
         query_title = (f"query {dataset.ids[query]}: true match at rank {rank}"
                        + (f" (within {radius:g} m)" if radius is not None and utm is not None else ""))
+        sample = dataset[query]
         retrievals.append(Retrieval(
-            query=to_hwc(dataset[query]["grd"]),
-            query_title=query_title,
+            query=to_hwc(sample["grd"]),
+            query_title=query_title if "turn_deg" not in sample else view_title(query_title, sample["turn_deg"]),
             images=[to_hwc(dataset[int(index)]["sat"]) for index in shown],
             titles=titles,
             is_match=[bool(np.isin(index, positives)) for index in shown],
+            compass="turn_deg" not in sample,
         ))
     return retrievals
+
+
+def view_title(title: str, turn_deg: float) -> str:
+    """A query's title over a limited field of view: narrower than a panorama, so on lines of its own.
+
+    The panoramas have south at their left edge, so a slice turned by `turn_deg` starts at that bearing past 180.
+    """
+    return title.replace(": ", ":\n", 1) + f"\nview from bearing {round(180 + turn_deg) % 360} deg"
 
 
 # --------------------------------------------------------------------------------------------- results table

@@ -23,6 +23,7 @@ from utils.figures import (
     retrievals_figure,
     save_figure,
     to_hwc,
+    view_title,
 )
 from utils.geo import THRESHOLDS_M
 from utils.recall import QueryRanking
@@ -42,7 +43,7 @@ def localization_figure(errors_m: np.ndarray, title: str) -> Figure:
     axes.set_xlabel("distance to the panorama's GPS position (m)")
     axes.set_ylabel("queries within that distance (%)")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", fontsize=8)
     axes.set_title(title, fontsize=10)
     return figure
 
@@ -72,12 +73,14 @@ def query_retrievals(descriptors: dict[str, torch.Tensor], queries: Any, gallery
         query_title = f"query {queries.ids[query][:22]}: positive at rank {rank}"
         if errors_m is not None:
             query_title += f", top-1 {errors_m[query]:.1f} m away"
+        sample = queries[query]
         retrievals.append(Retrieval(
-            query=to_hwc(queries[query]["grd"]),
-            query_title=query_title,
+            query=to_hwc(sample["grd"]),
+            query_title=query_title if "turn_deg" not in sample else view_title(query_title, sample["turn_deg"]),
             images=[to_hwc(gallery[int(index)]["sat"]) for index in shown],
             titles=titles,
             is_match=[bool(index in labels) for index in shown],
+            compass="turn_deg" not in sample,
         ))
     return retrievals
 

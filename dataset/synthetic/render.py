@@ -176,9 +176,6 @@ def _sky(rng: np.random.Generator, elevation: np.ndarray, azimuth: np.ndarray, h
     return sky * (1 - cloud) + np.array((238.0, 240.0, 244.0), np.float32) * cloud
 
 
-# ----------------------------------------------------------------------------------------------- the layouts
-
-
 def encode(image_rgb: np.ndarray, suffix: str) -> bytes:
     """An RGB image as the bytes of a .jpg (quality 92) or .png file."""
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if suffix == ".jpg" else []

@@ -29,20 +29,34 @@ def assert_conflict_free(batch: list[int], labels: np.ndarray) -> None:
         assert not conflict(labels[i], labels[j]), (i, j, labels[i], labels[j])
 
 
-@pytest.mark.parametrize(("num", "side", "batch_size", "seed"), [(200, 12, 8, 0), (150, 6, 5, 1), (64, 30, 32, 2)])
-def test_every_batch_is_free_of_conflicts_and_every_panorama_comes_once(num, side, batch_size, seed):
+def conflicts(batch: list[int], labels: np.ndarray) -> int:
+    return sum(conflict(labels[i], labels[j]) for i, j in itertools.combinations(batch, 2))
+
+
+@pytest.mark.parametrize(("num", "side", "batch_size", "seed"), [(200, 30, 8, 0), (401, 40, 16, 1), (64, 30, 32, 2)])
+def test_batches_are_free_of_conflicts_every_panorama_comes_once_and_epochs_have_one_length(num, side,
+                                                                                            batch_size, seed):
     labels = grid_labels(num, side, seed)
     assert any(conflict(labels[i], labels[j]) for i, j in itertools.combinations(range(num), 2))
     sampler = ConflictFreeBatchSampler(labels, batch_size, seed=seed)
     for epoch in range(3):
         sampler.sampler.set_epoch(epoch)
         batches = list(sampler)
-        assert len(batches) == len(sampler)
-        assert all(1 <= len(batch) <= batch_size for batch in batches)
-        for batch in batches:
+        assert len(batches) == len(sampler) == -(-num // batch_size)  # as many as Lightning counted at the start
+        assert all(len(batch) == batch_size for batch in batches[:-1])
+        for batch in batches[:-1]:
             assert_conflict_free(batch, labels)
+        assert conflicts(batches[-1], labels) <= 1  # only what could not wait: the loss masks it
         assert sorted(itertools.chain(*batches)) == list(range(num))  # every positive tile visited
-        assert sum(len(batch) < batch_size for batch in batches) <= 3  # conflicts wait, they do not split batches
+
+
+def test_when_conflicts_cannot_be_avoided_the_batches_keep_their_number_and_every_panorama():
+    labels = grid_labels(150, 6, 1)  # 36 tiles for 150 panoramas: batches of 5 cannot all be free of conflicts
+    sampler = ConflictFreeBatchSampler(labels, 5, seed=1)
+    batches = list(sampler)
+    assert len(batches) == 30 and sorted(itertools.chain(*batches)) == list(range(150))
+    assert sum(conflicts(batch, labels) for batch in batches) < sum(
+        conflicts(list(range(start, start + 5)), labels) for start in range(0, 150, 5))  # fewer than in file order
 
 
 def test_the_order_is_fresh_each_epoch_and_the_same_for_the_same_epoch():
@@ -59,18 +73,19 @@ def test_the_order_is_fresh_each_epoch_and_the_same_for_the_same_epoch():
 
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_each_process_takes_an_equal_slice_of_a_job_wide_batch_free_of_conflicts(world, monkeypatch):
-    labels = grid_labels(203, 14, world)
+    labels = grid_labels(203, 40, world)
     batch_size = 6
     per_rank = []
     for rank in range(world):
         monkeypatch.setattr(ConflictFreeBatchSampler, "_group", staticmethod(lambda rank=rank: (rank, world)))
         per_rank.append(list(ConflictFreeBatchSampler(labels, batch_size, seed=5)))
-    assert len({len(batches) for batches in per_rank}) == 1
+    assert {len(batches) for batches in per_rank} == {-(-203 // (batch_size * world))}
     seen = set()
-    for step in zip(*per_rank, strict=True):
+    for number, step in enumerate(zip(*per_rank, strict=True)):
         assert len({len(batch) for batch in step}) == 1 and len(step[0]) <= batch_size
         job_batch = list(itertools.chain(*step))
         assert len(set(job_batch)) == len(job_batch)
-        assert_conflict_free(job_batch, labels)  # --global_negatives sees them all at once
+        if number < len(per_rank[0]) - 1:
+            assert_conflict_free(job_batch, labels)  # --global_negatives sees them all at once
         seen.update(job_batch)
-    assert len(seen) >= len(labels) - world  # at most a short last batch's remainder waits for the next epoch
+    assert seen == set(range(203))

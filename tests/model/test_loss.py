@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.loss import hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from model.loss import covering_pairs, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from tests.distributed import global_negatives_loss, run_in_processes
 
 
-def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0):
-    """One triplet at a time, as the paper defines it, with close CVACT pairs left out."""
+def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0, covers=None):
+    """One triplet at a time, as the paper defines it, with close CVACT pairs and (VIGOR) tiles that cover a
+    panorama left out: `covers(i, j)` says whether the aerial tile of pair i covers the panorama of pair j."""
     n = len(sat)
     means = []
     for aerial_query in (True, False):
@@ -18,6 +19,8 @@ def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0):
         for i in range(n):
             for j in range(n):
                 if i == j or (utm is not None and math.dist(utm[i].tolist(), utm[j].tolist()) < min_distance):
+                    continue
+                if covers is not None and covers(i, j):
                     continue
                 q, r = (i, j) if aerial_query else (j, i)
                 d_pos = 2 - 2 * float(sat[q] @ grd[q])
@@ -128,3 +131,22 @@ def test_global_negatives_give_the_loss_and_gradient_of_the_whole_batch(world, t
         # each device's part gets the sum over devices of the same loss; DDP's average makes it the whole gradient
         torch.testing.assert_close(result["sat"] / world, whole_sat.grad[local])
         torch.testing.assert_close(result["grd"] / world, whole_grd.grad[local])
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.1])
+def test_tiles_that_cover_another_panorama_of_the_batch_are_not_its_negatives(ratio):
+    sat, grd = random_descriptors(8, seed=4)
+    positive = torch.tensor([0, 1, 2, 2, 3, 4, 5, 6])  # pairs 2 and 3 share their positive
+    semi = torch.tensor([[7, 8, 9], [0, 8, 9], [10, 11, 12], [13, 14, 15], [1, 16, 17], [18, 19, 20],
+                         [21, 22, 23], [24, 25, 5]])  # tile 0 covers pano 1, tile 1 pano 4, tile 5 pano 7
+
+    def covers(i, j):
+        return int(positive[i]) in [int(positive[j]), *semi[j].tolist()]
+
+    mask = covering_pairs(positive, semi)
+    assert mask.tolist() == [[covers(i, j) for j in range(8)] for i in range(8)]
+    assert {(i, j) for i in range(8) for j in range(8) if i != j and covers(i, j)} == {(2, 3), (3, 2), (0, 1),
+                                                                                      (1, 4), (6, 7)}
+    loss = soft_margin_triplet_loss(sat, grd, 10.0, ratio, not_negatives=mask)
+    assert loss.item() == pytest.approx(slow_loss(sat, grd, 10.0, ratio, covers=covers))
+    assert loss.item() != pytest.approx(slow_loss(sat, grd, 10.0, ratio))
