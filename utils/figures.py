@@ -138,13 +138,18 @@ def recall_curve_figure(ks: Sequence[int], curves: dict[str, Sequence[float]], n
     else:
         axes.set_xlim(ks[0] - 0.5, ks[-1] + 0.5)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylim(0, 101)
-    axes.set_xlabel("k (references retrieved)")
-    axes.set_ylabel("recall@k (%)")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
-    axes.set_title(title, fontsize=10)
+    finish_percent_axes(axes, "k (references retrieved)", "recall@k (%)", title)
     return figure
+
+
+def finish_percent_axes(axes: Axes, xlabel: str, ylabel: str, title: str, legend: str = "best") -> None:
+    """Labels, a 0-100 % scale, a light grid, the legend and the title of a curve of percentages."""
+    axes.set_ylim(0, 101)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc=legend, fontsize=8)
+    axes.set_title(title, fontsize=10)
 
 
 # --------------------------------------------------------------------------------------------- retrievals

@@ -16,6 +16,7 @@ from utils.figures import (
     Retrieval,
     append_results_row,
     curve_max_k,
+    finish_percent_axes,
     new_figure,
     ranked_matches,
     recall_curve_figure,
@@ -39,12 +40,8 @@ def localization_figure(errors_m: np.ndarray, title: str) -> Figure:
     axes.plot(thresholds, share, linewidth=1.8, label=f"top-1 tile's centre; median error {median:.1f} m")
     axes.axvline(10, color="0.4", linestyle="--", linewidth=1, label=f"10 m: {share[9]:.1f}%")
     axes.set_xlim(1, thresholds[-1])
-    axes.set_ylim(0, 101)
-    axes.set_xlabel("distance to the panorama's GPS position (m)")
-    axes.set_ylabel("queries within that distance (%)")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper left", fontsize=8)
-    axes.set_title(title, fontsize=10)
+    finish_percent_axes(axes, "distance to the panorama's GPS position (m)", "queries within that distance (%)",
+                        title, legend="upper left")
     return figure
 
 

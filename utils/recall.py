@@ -102,6 +102,12 @@ def recall_from_distances(dists: Tensor, ks: Sequence[float] | None = None) -> d
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
+def _chunks_of(rows: int, chunk_size: int, shard: Shard | None) -> range:
+    """The first rows of this process's chunks: all of them, or its share (`Shard`)."""
+    starts = range(0, rows, chunk_size)
+    return starts if shard is None else starts[shard.rank::shard.world]
+
+
 def _count_closer(
     sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_size: int, shard: Shard | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -137,8 +143,7 @@ def _count_closer(
     closer_s2p = torch.zeros(n, dtype=torch.int64, device=sat.device)
     block_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
     closer_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
-    starts = range(0, n, chunk_size)
-    for start in starts if shard is None else starts[shard.rank::shard.world]:
+    for start in _chunks_of(n, chunk_size, shard):
         stop = min(start + chunk_size, n)
         block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
         rows, cols = positive_pairs(start, stop)
@@ -327,8 +332,7 @@ def rank_queries(
     top1 = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
     block_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
     closer_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
-    starts = range(0, num_refs, chunk_size)
-    for start in starts if shard is None else starts[shard.rank::shard.world]:
+    for start in _chunks_of(num_refs, chunk_size, shard):
         stop = min(start + chunk_size, num_refs)
         block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
         value, row = block.max(0)  # the first of equal maxima; chunks come in order, so a later one must be larger
