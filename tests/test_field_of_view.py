@@ -111,3 +111,15 @@ def test_localize_takes_each_image_as_the_view_the_checkpoint_was_trained_for(ti
     for query, (pair_id, view) in enumerate(zip(crops.ids, views, strict=True)):
         expected = 1 + int(np.sum(similarities[query] > similarities[query, query]))
         assert [match for match, _ in printed[str(view)]].index(pair_id) + 1 == expected
+
+
+def test_visualize_draws_the_maps_of_a_limited_view(tiny_world, limited_run, tmp_path, capsys):
+    import visualize
+    from tests.utils.test_figures import assert_readable_png
+
+    out = tmp_path / "maps.png"
+    args = ["--CVUSA", "--data_root_cvusa", str(tiny_world / "CVUSA"), "--gpu", "-1", "--checkpoint",
+            str(limited_run / "best.ckpt"), "--orientation_noise", "360", "--num_samples", "2", "--out", str(out)]
+    assert visualize.main(args) == 0
+    assert_readable_png(out)
+    assert "attention maps of 2 pairs" in capsys.readouterr().out

@@ -60,8 +60,9 @@ def upsampled(maps: torch.Tensor, size_hw: tuple[int, int]) -> np.ndarray:
     return ((large - low) / (high - low).clamp_min(1e-12)).numpy()
 
 
-def _draw_overlays(panel: SubFigure, image: np.ndarray, maps: np.ndarray, columns: int, panorama: bool) -> None:
-    """The image then one overlay per map, `columns` to a row."""
+def _draw_overlays(panel: SubFigure, image: np.ndarray, maps: np.ndarray, columns: int, panorama: bool,
+                   compass: bool = True) -> None:
+    """The image then one overlay per map, `columns` to a row; compass ticks under a whole panorama."""
     count = 1 + len(maps)
     rows = math.ceil(count / columns)
     grid = panel.subplots(rows, columns, squeeze=False)
@@ -72,11 +73,12 @@ def _draw_overlays(panel: SubFigure, image: np.ndarray, maps: np.ndarray, column
             continue
         axes.imshow(image)
         if position == 0:
-            axes.set_title("panorama" if panorama else "aerial (north up)", fontsize=8)
+            ground = "panorama" if compass else "ground view"
+            axes.set_title(ground if panorama else "aerial (north up)", fontsize=8)
         else:
             axes.imshow(maps[position - 1], cmap=COLORMAP, alpha=ALPHA, vmin=0.0, vmax=1.0)
             axes.set_title(names[position - 1], fontsize=8)
-        if panorama:
+        if panorama and compass:
             label_panorama(axes, image.shape[1], fontsize=6)
         else:
             axes.set_axis_off()
@@ -85,7 +87,8 @@ def _draw_overlays(panel: SubFigure, image: np.ndarray, maps: np.ndarray, column
 def attention_figure(net: nn.Module, samples: Sequence[dict[str, Any]], title: str = "") -> Figure:
     """Per sample, the aerial image and its K maps in a row, then the panorama and its K maps.
 
-    `samples` are dataset samples: uint8 CHW "sat" and "grd", and optionally "id".
+    `samples` are dataset samples: uint8 CHW "sat" and "grd", and optionally "id". A limited field of view
+    (samples with "turn_deg") is drawn without compass ticks, its maps in one row when the view is narrow.
     """
     sat = torch.stack([s["sat"] for s in samples])
     grd = torch.stack([s["grd"] for s in samples])
@@ -93,7 +96,8 @@ def attention_figure(net: nn.Module, samples: Sequence[dict[str, Any]], title: s
     count = 1 + sat_maps.shape[1]
     grd_aspect = grd.shape[3] / grd.shape[2]
     aerial_columns = count
-    panorama_columns = min(PANORAMA_COLUMNS, count)
+    whole = "turn_deg" not in samples[0]
+    panorama_columns = min(PANORAMA_COLUMNS, count) if grd_aspect >= 2 else count
     width = max(aerial_columns * CELL_INCHES, panorama_columns * (grd_aspect * CELL_INCHES * 0.8))
     aerial_height = CELL_INCHES + 0.3
     panorama_height = math.ceil(count / panorama_columns) * (width / panorama_columns / grd_aspect + 0.45)
@@ -106,7 +110,7 @@ def attention_figure(net: nn.Module, samples: Sequence[dict[str, Any]], title: s
         _draw_overlays(aerial_panel, to_hwc(sample["sat"]), upsampled(sat_maps[index], sat.shape[2:]),
                        aerial_columns, panorama=False)
         _draw_overlays(panorama_panel, to_hwc(sample["grd"]), upsampled(grd_maps[index], grd.shape[2:]),
-                       panorama_columns, panorama=True)
+                       panorama_columns, panorama=True, compass=whole)
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
