@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer
+from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer, resolve_precision
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import stored_options
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("test.py needs --checkpoint PATH (published weights or this project's .ckpt)")
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
+    opt.precision, precision_reason = resolve_precision(opt.precision, devices)
     split = {"CVACT": opt.eval_split, "VIGOR": f"{opt.vigor_mode}-area test"}.get(name, "val")
     radius, protocol = matching_protocol(name, split, opt.match_radius)
 
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     unused = unused_options(opt, given, TRAINING_ONLY)
     if unused and is_first_process():
         log.info(unused)
+    if precision_reason and is_first_process():
+        log.info("--precision auto: %s, since %s", opt.precision, precision_reason)
     trainer = build_trainer(opt, devices, logger=False, default_root_dir=run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:

@@ -10,13 +10,22 @@ import argparse
 import logging
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from engine.build import KNOWN_ERRORS, RunCheckpoint, StoreOptions, build_datamodule, build_module, build_trainer
+from engine.build import (
+    KNOWN_ERRORS,
+    RunCheckpoint,
+    StoreOptions,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    resolve_precision,
+)
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import OPTIONS_FILE, continue_options, stored_options
@@ -76,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint) if ckpt is not None else None
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
+    opt.precision, precision_reason = resolve_precision(opt.precision, devices)
+    if opt.max_time is not None and not opt.max_time > 0:
+        raise UsageError(f"--max_time {opt.max_time:g}: expected minutes > 0")
     pl.seed_everything(opt.seed, workers=True, verbose=False)
 
     epoch_offset, trained = epochs_trained(ckpt)
@@ -109,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomically(run_dir / OPTIONS_FILE, options)
         log.info(describe_options(opt))
         describe_start(log, opt, given, ckpt, run_dir, same_folder, changed, trained)
+        if precision_reason:
+            log.info("--precision auto: %s, since %s", opt.precision, precision_reason)
 
     best = RunCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,
                          enable_version_counter=False, restore=same_folder)
@@ -124,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         default_root_dir=run_dir,
         limit_train_batches=42 if opt.debug else None,
         log_every_n_steps=10,
+        max_time=None if opt.max_time is None else timedelta(minutes=opt.max_time),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=opt.checkpoint if continuing else None)
+    if trainer.is_global_zero and opt.max_time is not None and trainer.current_epoch < trainer.max_epochs:
+        log.info("stopped by --max_time %g after %d epochs of this run (of %d)", opt.max_time, trainer.current_epoch,
+                 trainer.max_epochs)
     if trainer.is_global_zero:
         best_score = None if best.best_model_score is None else float(best.best_model_score)
         log.info("best %s: %s (%s)", BEST_METRIC, best_score, best.best_model_path)

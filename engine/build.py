@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,16 +52,89 @@ def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
     return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is 10x to 100x slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(requested: str, devices: Devices) -> tuple[str, str | None]:
+    """The precision to run, and for `--precision auto` why it was chosen.
+
+    "auto" is bf16-mixed where the hardware runs bf16 fast (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
+    AMX) and 32 elsewhere; any other value is Lightning's own and passes through.
+    """
+    if requested != "auto":
+        return requested, None
+    if devices.accelerator == "gpu":
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed", "this GPU supports bf16"
+        return "32", "this GPU has no bf16"
+    if cpu_has_fast_bf16():
+        return "bf16-mixed", "this CPU has bf16 instructions (AVX512-BF16 or AMX)"
+    return "32", "this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
+
+
+class ProgressLines(Callback):
+    """Progress as a line every tenth of an epoch, for output that is not a terminal (a log file, CI).
+
+    Lightning's bar redraws itself with carriage returns, which a file keeps as megabytes of one long line.
+    """
+
+    def __init__(self, parts: int = 10) -> None:
+        self.parts = parts
+        self.started = 0.0
+
+    def _line(self, trainer: pl.Trainer, stage: str, batch_idx: int, total: int | float, extra: str = "") -> None:
+        if not trainer.is_global_zero or not isinstance(total, int) or total < 1:
+            return
+        step = max(1, round(total / self.parts))
+        if (batch_idx + 1) % step == 0 or batch_idx + 1 == total:
+            elapsed = time.perf_counter() - self.started
+            print(f"epoch {trainer.current_epoch} {stage}: batch {batch_idx + 1}/{total}{extra}, {elapsed:.0f} s",
+                  flush=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        extra = f", loss {float(loss):.4f}" if isinstance(loss, torch.Tensor) else ""
+        self._line(trainer, "training", batch_idx, trainer.num_training_batches, extra)
+
+    def _eval_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def _eval_batch(self, trainer: pl.Trainer, batches: list[int | float], stage: str, batch_idx: int,
+                    dataloader_idx: int) -> None:
+        self._line(trainer, stage if len(batches) == 1 else f"{stage} loader {dataloader_idx}", batch_idx,
+                   batches[dataloader_idx])
+
+    on_validation_epoch_start = on_test_epoch_start = _eval_start
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(trainer, trainer.num_val_batches, "validation", batch_idx, dataloader_idx)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(trainer, trainer.num_test_batches, "test", batch_idx, dataloader_idx)
+
+
 def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> pl.Trainer:
     """The Trainer both scripts use: devices from --gpu, precision, determinism, no sanity validation.
 
     VIGOR's data module shards its loaders itself (its training batches must stay free of false negatives).
+    Where standard output is not a terminal, progress comes as lines (`ProgressLines`) instead of a bar.
     """
     if devices.accelerator == "gpu":
         torch.backends.cudnn.benchmark = not opt.deterministic
-    elif "bf16" in str(opt.precision) and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    elif "bf16" in str(opt.precision) and not cpu_has_fast_bf16():
         print(f"warning: --precision {opt.precision}: this CPU has no bf16 instructions (AVX512-BF16 or AMX), "
               "so bf16 runs more than 10x slower than float32 here; --precision 32 is faster", file=sys.stderr)
+    if not sys.stdout.isatty():
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), ProgressLines()]
+        kwargs["enable_progress_bar"] = False
     return pl.Trainer(
         plugins=[AtomicCheckpointIO()],
         accelerator=devices.accelerator,

@@ -10,7 +10,7 @@ import test as test_script
 import train
 import visualize
 from dataset.cvact import CVACT
-from engine.build import KNOWN_ERRORS, build_module
+from engine.build import KNOWN_ERRORS, build_module, cpu_has_fast_bf16
 from tests.helpers import SMALL_SIZES, TINY_SIZES, run_entry_point, run_script, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import read_checkpoint
@@ -79,7 +79,7 @@ def test_bf16_mixed_trains_and_tests_on_the_cpu(tiny_world, tmp_path, capsys):
     args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--name", "bf16", *small)
     assert train.main(args) == 0
     warned = "this CPU has no bf16 instructions" in capsys.readouterr().err
-    assert warned != torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert warned != cpu_has_fast_bf16()
     weights = read_checkpoint(tmp_path / "bf16" / "last.ckpt")["state_dict"]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
@@ -305,3 +305,18 @@ def test_save_step_debug_and_deterministic_reach_the_trainer(tiny_world, tmp_pat
     assert trainer.limit_train_batches == 42 and trainer.num_training_batches == 3  # 42 at most, 3 in the split
     assert torch.are_deterministic_algorithms_enabled()
     assert {"epoch000.ckpt", "epoch001.ckpt"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_max_time_stops_training_and_a_log_gets_lines_instead_of_a_bar(tiny_world, tmp_path):
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "500", "--no_pretrained", "--name", "run",
+                         "--max_time", "0.05", "--precision", "auto", *SMALL_SIZES)
+    result = run_script("train.py", *args, cwd=tmp_path)  # stdout is a pipe, as with `> log`
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    stopped = [line for line in log.splitlines() if "stopped by --max_time 0.05 after" in line]
+    assert len(stopped) == 1 and int(stopped[0].split(" after ")[1].split()[0]) < 500, log[-2000:]
+    assert "\r" not in result.stdout + result.stderr
+    assert "epoch 0 training: batch 3/3, loss " in result.stdout and "epoch 0 validation: batch 3/3" in result.stdout
+    chosen = "bf16-mixed" if cpu_has_fast_bf16() else "32"
+    assert f"--precision auto: {chosen}, since this CPU " in log
+    assert json.loads((tmp_path / "run" / "options.json").read_text())["precision"] == chosen

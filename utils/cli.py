@@ -36,7 +36,7 @@ NO_EFFECT = ("isTrain", "start_epoch")
 # What only training reads; test.py (and train.py --test) accepts these and names them as unused.
 TRAINING_ONLY = ("save_step", "n_epochs", "batch_size", "lr", "b1", "b2", "lambda_sm", "hard_topk_ratio",
                  "hard_decay1_topk_ratio", "hard_decay2_topk_ratio", "hard_decay3_topk_ratio", "no_pretrained",
-                 "resume", "reset_optimizer", "global_negatives")
+                 "resume", "reset_optimizer", "global_negatives", "max_time")
 # What only testing reads; train.py names these as unused.
 TESTING_ONLY = ("save_descriptors", "match_radius")
 
@@ -89,7 +89,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--no_fc", action="store_true",
         help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
     add("--num_workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
-    add("--precision", default="32", help="Lightning precision: 32, bf16-mixed, 16-mixed")
+    add("--precision", default="32",
+        help="Lightning precision: 32, bf16-mixed, 16-mixed; auto: bf16-mixed where the GPU or CPU runs bf16 fast "
+             "(CPU: AVX512-BF16 or AMX), else 32")
+    add("--max_time", type=float, default=None, metavar="MINUTES",
+        help="training: stop after this many minutes in all (a resumed run counts its earlier time), "
+             "then as at the last epoch")
     add("--cpu_procs", type=int, default=1, help="with --gpu -1: DDP over this many CPU processes (gloo)")
     add("--num_nodes", type=int, default=1,
         help="machines of the job (torchrun or srun start the processes); --gpu / --cpu_procs name each one's")
