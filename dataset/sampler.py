@@ -91,16 +91,17 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
                 fitting[0].take(item)
             elif not any(self._swap(item, batch, room) for batch in batches):
                 room[0].take(item, force=True)  # no way round a conflict: the loss leaves the pair out
-        last = batches[-1]
-        for item in self.sampler if len(last.items) % world else ():
-            if item not in last.items and last.take(item) and len(last.items) % world == 0:
-                break
-        for item in self.sampler if len(last.items) % world else ():
-            if item not in last.items:
-                last.take(item, force=True)
-                if len(last.items) % world == 0:
-                    break
+        self._top_up(batches[-1], world)
         return [batch.items for batch in batches]
+
+    def _top_up(self, last: _Batch, world: int) -> None:
+        """Fill the last batch up to a multiple of the world with other panoramas, those that fit first."""
+        for force in (False, True):
+            for item in self.sampler:
+                if len(last.items) % world == 0:
+                    return
+                if item not in last.items:
+                    last.take(item, force=force)
 
     @staticmethod
     def _swap(item: int, full: _Batch, room: list[_Batch]) -> bool:

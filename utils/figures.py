@@ -166,6 +166,14 @@ class Retrieval:
     is_match: list[bool]
     compass: bool = True
 
+    @classmethod
+    def of_sample(cls, sample: dict[str, Any], query_title: str, images: list[np.ndarray], titles: list[str],
+                  is_match: list[bool]) -> Retrieval:
+        """A query from a dataset sample: a limited field of view (with "turn_deg") gets its own title, no compass."""
+        limited = "turn_deg" in sample
+        return cls(query=to_hwc(sample["grd"]), query_title=view_title(query_title, sample["turn_deg"]) if limited
+                   else query_title, images=images, titles=titles, is_match=is_match, compass=not limited)
+
 
 def retrievals_figure(retrievals: Sequence[Retrieval], title: str = "") -> Figure:
     """One row per query: the panorama (with compass labels), then its aerial images; true matches framed green."""
@@ -252,15 +260,9 @@ def evaluation_retrievals(
             titles.append(title)
         query_title = (f"query {dataset.ids[query]}: true match at rank {rank}"
                        + (f" (within {radius:g} m)" if radius is not None and utm is not None else ""))
-        sample = dataset[query]
-        retrievals.append(Retrieval(
-            query=to_hwc(sample["grd"]),
-            query_title=query_title if "turn_deg" not in sample else view_title(query_title, sample["turn_deg"]),
-            images=[to_hwc(dataset[int(index)]["sat"]) for index in shown],
-            titles=titles,
-            is_match=[bool(np.isin(index, positives)) for index in shown],
-            compass="turn_deg" not in sample,
-        ))
+        retrievals.append(Retrieval.of_sample(
+            dataset[query], query_title, images=[to_hwc(dataset[int(index)]["sat"]) for index in shown],
+            titles=titles, is_match=[bool(np.isin(index, positives)) for index in shown]))
     return retrievals
 
 

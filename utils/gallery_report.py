@@ -24,7 +24,6 @@ from utils.figures import (
     retrievals_figure,
     save_figure,
     to_hwc,
-    view_title,
 )
 from utils.geo import THRESHOLDS_M
 from utils.recall import QueryRanking
@@ -70,15 +69,9 @@ def query_retrievals(descriptors: dict[str, torch.Tensor], queries: Any, gallery
         query_title = f"query {queries.ids[query][:22]}: positive at rank {rank}"
         if errors_m is not None:
             query_title += f", top-1 {errors_m[query]:.1f} m away"
-        sample = queries[query]
-        retrievals.append(Retrieval(
-            query=to_hwc(sample["grd"]),
-            query_title=query_title if "turn_deg" not in sample else view_title(query_title, sample["turn_deg"]),
-            images=[to_hwc(gallery[int(index)]["sat"]) for index in shown],
-            titles=titles,
-            is_match=[bool(index in labels) for index in shown],
-            compass="turn_deg" not in sample,
-        ))
+        retrievals.append(Retrieval.of_sample(
+            queries[query], query_title, images=[to_hwc(gallery[int(index)]["sat"]) for index in shown],
+            titles=titles, is_match=[bool(index in labels) for index in shown]))
     return retrievals
 
 

@@ -309,8 +309,8 @@ def rank_queries(
     chunk_size = min(chunk_size, num_refs)
 
     best = torch.einsum("qd,qd->q", grd, sat[positive])
-    best_of_set = torch.stack([torch.einsum("qd,qd->q", grd, sat[labels[:, k]]) for k in range(labels.shape[1])])
-    best_of_set = best_of_set.amax(0)
+    semi_similarities = [torch.einsum("qd,qd->q", grd, sat[column]) for column in semi_positives.T]
+    best_of_set = torch.stack([best, *semi_similarities]).amax(0)
     if not (torch.isfinite(best).all() and torch.isfinite(best_of_set).all()):
         raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
     by_reference = [torch.argsort(labels[:, k], stable=True) for k in range(labels.shape[1])]
