@@ -31,6 +31,7 @@ from utils.cli import (
     parse_options,
     run_main,
     setup_logging,
+    start_logging,
     unused_options,
     write_json_atomically,
 )
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     opt, given = parse_options(build_parser(__doc__), argv)
     if not opt.checkpoint:
         raise UsageError("test.py needs --checkpoint PATH (published weights or this project's .ckpt)")
+    start_logging()
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
     opt.precision, precision_reason = resolve_precision(opt.precision, devices)

@@ -44,6 +44,7 @@ from utils.cli import (
     parse_options,
     run_main,
     setup_logging,
+    start_logging,
     unused_options,
     write_json_atomically,
 )
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         from test import main as test_main
 
         return test_main(argv)
+    start_logging()
     if opt.resume:
         opt.checkpoint = str(Path(opt.resume) / "last.ckpt")
         if not Path(opt.checkpoint).is_file():
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     opt.precision, precision_reason = resolve_precision(opt.precision, devices)
     if opt.max_time is not None and not opt.max_time > 0:
         raise UsageError(f"--max_time {opt.max_time:g}: expected minutes > 0")
+    if not 0 <= opt.lr_warmup < 1:
+        raise UsageError(f"--lr_warmup {opt.lr_warmup:g}: expected a share of the run in [0, 1)")
     pl.seed_everything(opt.seed, workers=True, verbose=False)
 
     epoch_offset, trained = epochs_trained(ckpt)

@@ -5,7 +5,10 @@ float32 copy of the pixels, then per sample on the CPU a CHW tensor scaled to [-
 in a DataLoader with one process (num_workers=0) that shuffles. This repository: `CVUSADataModule`'s
 train loader as it comes (uint8 CHW tensors, its default worker count, persistent workers, prefetch); its
 batches still have to become float in [-1, 1], so `utils.images.to_model_range` runs on every batch inside
-the timing (the baseline's batches come out already scaled).
+the timing (the baseline's batches come out already scaled). "cached" is the same data module with
+`cache_dir` (`utils.image_cache`) and its default for that case, no worker processes: the images decoded
+once, before the timing (the build time is reported apart), then read from memory-mapped arrays. Also timed:
+the cached loader with this repository's worker count.
 
 The data is a synthetic CVUSA written by `dataset.synthetic` at the configured sizes (so neither loader
 resizes), read from the page cache after the warm-up epoch. Loaders run whole epochs (or `--batches`
@@ -108,31 +111,43 @@ def world_root(root: str | None, num_pairs: int, sat_size: tuple, grd_size: tupl
     return info["cvusa_root"], keep_alive
 
 
+def train_loader(root: str, batch: int, workers: int, sat_size: tuple, grd_size: tuple,
+                 cache_dir: str | None = None) -> DataLoader:
+    datamodule = CVUSADataModule(root, batch, num_workers=workers, sat_size=sat_size, grd_size=grd_size,
+                                 cache_dir=cache_dir)
+    datamodule.setup("fit")
+    return datamodule.train_dataloader()
+
+
 def build_loaders(
-    root: str, batch: int, workers: int, sat_size: tuple, grd_size: tuple
-) -> tuple[dict[str, Callable[[], Iterable]], int]:
-    """Iterator factories of every loader compared, and the number of training pairs they read.
+    root: str, batch: int, workers: int, sat_size: tuple, grd_size: tuple, cache_dir: str
+) -> tuple[dict[str, Callable[[], Iterable]], int, float]:
+    """Iterator factories of every loader compared, the number of training pairs they read, and the seconds
+    the cache took to build (0 when it was there already).
 
     "ours" is the data module's train loader with `workers`; "baseline" the authors' way with one process;
-    with workers > 0 also the baseline at the same worker count and ours with one process.
+    "cached" ours with the cache in `cache_dir` and no workers; with workers > 0 also the baseline at the same
+    worker count, ours with one process and cached with `workers`.
     """
-    datamodule = CVUSADataModule(root, batch, num_workers=workers, sat_size=sat_size, grd_size=grd_size)
-    datamodule.setup("fit")
-    ours = datamodule.train_dataloader()
+    ours = train_loader(root, batch, workers, sat_size, grd_size)
+    start = time.perf_counter()
+    cached = train_loader(root, batch, 0, sat_size, grd_size, cache_dir)
+    cache_seconds = time.perf_counter() - start
     split = CVUSA(root, "train", sat_size, grd_size)
     authors_dataset = AuthorsWayCVUSA(split.sat_paths, split.grd_paths, sat_size, grd_size)
     loaders: dict[str, Callable[[], Iterable]] = {
         "ours": lambda: ours_batches(ours),
         "baseline": lambda: iter(DataLoader(authors_dataset, batch_size=batch, shuffle=True, num_workers=0)),
+        "cached": lambda: ours_batches(cached),
     }
     if workers > 0:
         baseline_workers = DataLoader(authors_dataset, batch_size=batch, shuffle=True, num_workers=workers)
         loaders["baseline_equal_workers"] = lambda: iter(baseline_workers)
-        one_process = CVUSADataModule(root, batch, num_workers=0, sat_size=sat_size, grd_size=grd_size)
-        one_process.setup("fit")
-        ours_one_process = one_process.train_dataloader()
+        ours_one_process = train_loader(root, batch, 0, sat_size, grd_size)
         loaders["ours_zero_workers"] = lambda: ours_batches(ours_one_process)
-    return loaders, len(split)
+        cached_workers = train_loader(root, batch, workers, sat_size, grd_size, cache_dir)
+        loaders["cached_workers"] = lambda: ours_batches(cached_workers)
+    return loaders, len(split), cache_seconds
 
 
 def main() -> None:
@@ -149,6 +164,7 @@ def main() -> None:
     parser.add_argument("--warmup_epochs", type=int, default=1)
     parser.add_argument("--batches", type=int, default=None, help="stop each epoch after this many batches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cache_dir", default=None, help="the decoded-image cache (default: a fresh temporary one)")
     args = parser.parse_args()
     if args.epochs < 1 or args.warmup_epochs < 0 or args.batch < 1:
         parser.error("--epochs and --batch must be >= 1 and --warmup_epochs >= 0")
@@ -159,7 +175,12 @@ def main() -> None:
     machine = print_machine()
     root, keep_alive = world_root(args.root, args.num_pairs, sat_size, grd_size)
     workers = default_num_workers() if args.workers is None else args.workers
-    loaders, pairs = build_loaders(root, args.batch, workers, sat_size, grd_size)
+    cache_keep_alive = None
+    if args.cache_dir is None:
+        cache_keep_alive = tempfile.TemporaryDirectory(prefix="bench_data_cache_")
+    cache_dir = args.cache_dir or cache_keep_alive.name
+    loaders, pairs, cache_seconds = build_loaders(root, args.batch, workers, sat_size, grd_size, cache_dir)
+    print(f"cache ready in {cache_seconds:.1f} s", flush=True)
     print(f"{pairs} pairs, batch {args.batch}, our workers {workers}, cv2 threads {cv2.getNumThreads()}", flush=True)
 
     names = list(loaders)
@@ -179,6 +200,7 @@ def main() -> None:
     spread = {name: round(100 * (max(v) - min(v)) / median[name], 1) for name, v in speeds.items()}
     equal = median.get("baseline_equal_workers", median["baseline"])
     ours_zero_workers = median.get("ours_zero_workers", median["ours"])
+    cached_workers = median.get("cached_workers", median["cached"])
     result = {
         "pairs_per_s": round(median["ours"], 2),
         "baseline_pairs_per_s": round(median["baseline"], 2),
@@ -187,6 +209,11 @@ def main() -> None:
         "vs_baseline_equal_workers": round(median["ours"] / equal, 3),
         "zero_workers_pairs_per_s": round(ours_zero_workers, 2),
         "vs_baseline_zero_workers": round(ours_zero_workers / median["baseline"], 3),
+        "cached_pairs_per_s": round(median["cached"], 2),
+        "cached_vs_baseline": round(median["cached"] / median["baseline"], 3),
+        "cached_workers_pairs_per_s": round(cached_workers, 2),
+        "cached_workers_vs_baseline": round(cached_workers / median["baseline"], 3),
+        "cache_build_s": round(cache_seconds, 1),
         "workers": workers,
         "batch": args.batch,
         "pairs": pairs,
@@ -197,8 +224,9 @@ def main() -> None:
     }
     result |= machine | {"load_average_1min_end": load_average(), "cv2_threads": cv2.getNumThreads()}
     print(json.dumps(result))
-    if keep_alive is not None:
-        keep_alive.cleanup()
+    for folder in (keep_alive, cache_keep_alive):
+        if folder is not None:
+            folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,9 +13,14 @@ other variants' (the order rotates every round, so a load spike on a shared mach
 the median counts. A plain N x N matrix product in float32 and bfloat16 shows what the CPU itself does
 with bfloat16.
 
+`--levers` adds the float32 step with `--channels_last` (network and batches in channels-last memory format,
+as `CrossViewModule` does) and `--levers compile` also with `torch.compile` of the network (its first
+step, which compiles, counts as the warm-up and is reported apart).
+
     python benchmarks/bench_train.py                   # tiny (64x64 / 32x128, batch 8) and paper sizes (batch 2)
     python benchmarks/bench_train.py --sizes tiny --tiny_batch 32 --repeats 5
     python benchmarks/bench_train.py --sizes --matmul_size 2048    # the plain matrix product only
+    python benchmarks/bench_train.py --sizes tiny --levers channels_last compile
 
 The last line printed is one JSON object with the figures; the headline keys are those of the paper's
 sizes when they were measured.
@@ -42,14 +47,17 @@ from utils.images import to_model_range  # noqa: E402
 
 SIZES = {"tiny": ((64, 64), (32, 128)), "paper": ((256, 256), (128, 512))}
 TRAIN_VARIANTS = ("baseline_fp32", "fp32", "bf16")
+LEVERS = ("channels_last", "compile")
 
 
 def train_step(
-    net: CrossViewNet, optimizer: torch.optim.Optimizer, sat: torch.Tensor, grd: torch.Tensor, bf16: bool
+    net: CrossViewNet, optimizer: torch.optim.Optimizer, sat: torch.Tensor, grd: torch.Tensor, bf16: bool,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> None:
     """One optimisation step; uint8 batches are scaled here first, as this repository does after the transfer."""
     if sat.dtype == torch.uint8:
         sat, grd = to_model_range(sat), to_model_range(grd)
+        sat, grd = sat.contiguous(memory_format=memory_format), grd.contiguous(memory_format=memory_format)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         sat_desc, grd_desc = net(sat, grd)
         loss = soft_margin_triplet_loss(sat_desc, grd_desc)
@@ -98,7 +106,27 @@ def summarise(times: dict[str, list[tuple]], batch: int) -> dict[str, dict[str, 
     return summary
 
 
-def measure_size(name: str, batch: int, warmup: int, repeats: int, seed: int) -> dict[str, object]:
+def lever_steps(net: CrossViewNet, sat: torch.Tensor, grd: torch.Tensor, levers: list[str]) -> dict[str, Callable]:
+    """Float32 train steps with each lever: channels-last memory format, then also torch.compile."""
+    steps = {}
+    for lever in levers:
+        lever_net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        if lever == "compile":
+            lever_net.compile()
+        optimizer = torch.optim.Adam(lever_net.parameters(), lr=1e-4, betas=(0.5, 0.999))
+        name = "fp32_channels_last" + ("_compiled" if lever == "compile" else "")
+        steps[name] = partial(train_step, lever_net, optimizer, sat, grd, False, torch.channels_last)
+    return steps
+
+
+def ratio(figures: dict[str, float], numerator: str, denominator: str) -> float | None:
+    if numerator not in figures or denominator not in figures:
+        return None
+    return round(figures[numerator] / figures[denominator], 3)
+
+
+def measure_size(name: str, batch: int, warmup: int, repeats: int, seed: int,
+                 levers: list[str] | None = None, bf16: bool = True) -> dict[str, object]:
     """Train and eval steps of every variant at one pair of image sizes, each variant on its own copy of the net."""
     sat_size, grd_size = SIZES[name]
     torch.manual_seed(seed)
@@ -109,19 +137,27 @@ def measure_size(name: str, batch: int, warmup: int, repeats: int, seed: int) ->
     sat_float, grd_float = to_model_range(sat_uint8), to_model_range(grd_uint8)  # the authors' loader's output
 
     train_steps = {}
-    for variant in TRAIN_VARIANTS:
+    for variant in TRAIN_VARIANTS if bf16 else TRAIN_VARIANTS[:2]:
         variant_net = copy.deepcopy(net)
         optimizer = torch.optim.Adam(variant_net.parameters(), lr=1e-4, betas=(0.5, 0.999))
         inputs = (sat_float, grd_float) if variant.startswith("baseline") else (sat_uint8, grd_uint8)
         train_steps[variant] = partial(train_step, variant_net, optimizer, *inputs, variant.endswith("bf16"))
+    train_steps |= lever_steps(net, sat_uint8, grd_uint8, levers or [])
     eval_net = copy.deepcopy(net).eval()
     eval_steps = {
         "baseline_fp32": partial(eval_step, eval_net, sat_float, grd_float, False),
         "fp32": partial(eval_step, eval_net, sat_uint8, grd_uint8, False),
-        "bf16": partial(eval_step, eval_net, sat_uint8, grd_uint8, True),
     }
+    if bf16:
+        eval_steps["bf16"] = partial(eval_step, eval_net, sat_uint8, grd_uint8, True)
 
     print(f"{name}: aerial {sat_size}, ground {grd_size}, batch {batch}: train steps ...", flush=True)
+    compile_seconds = None
+    if "compile" in (levers or []):
+        start = time.perf_counter()
+        train_steps["fp32_channels_last_compiled"]()
+        compile_seconds = round(time.perf_counter() - start, 1)
+        print(f"  {name} first compiled step (compiles): {compile_seconds} s", flush=True)
     train = summarise(timed_rounds(f"{name} train", train_steps, warmup, repeats), batch)
     print(f"{name} train: {train}", flush=True)
     evaluation = summarise(timed_rounds(f"{name} eval", eval_steps, warmup, repeats), batch)
@@ -132,17 +168,20 @@ def measure_size(name: str, batch: int, warmup: int, repeats: int, seed: int) ->
         "grd_size": list(grd_size),
         "batch": batch,
         "pairs_per_s_fp32": speed["fp32"],
-        "pairs_per_s_bf16": speed["bf16"],
+        "pairs_per_s_bf16": speed.get("bf16"),
         "baseline_pairs_per_s": speed["baseline_fp32"],
-        "bf16_vs_fp32": round(speed["bf16"] / speed["fp32"], 3),
-        "vs_baseline": round(speed["fp32"] / speed["baseline_fp32"], 3),
-        "vs_baseline_bf16": round(speed["bf16"] / speed["baseline_fp32"], 3),
-        "cpu_time_bf16_vs_fp32": round(train["cpu_s_per_step"]["fp32"] / train["cpu_s_per_step"]["bf16"], 3),
+        "bf16_vs_fp32": ratio(speed, "bf16", "fp32"),
+        "vs_baseline": ratio(speed, "fp32", "baseline_fp32"),
+        "vs_baseline_bf16": ratio(speed, "bf16", "baseline_fp32"),
+        "cpu_time_bf16_vs_fp32": ratio(train["cpu_s_per_step"], "fp32", "bf16"),
         "eval_pairs_per_s_fp32": eval_speed["fp32"],
-        "eval_pairs_per_s_bf16": eval_speed["bf16"],
+        "eval_pairs_per_s_bf16": eval_speed.get("bf16"),
         "eval_baseline_pairs_per_s": eval_speed["baseline_fp32"],
-        "eval_bf16_vs_fp32": round(eval_speed["bf16"] / eval_speed["fp32"], 3),
-        "eval_vs_baseline": round(eval_speed["fp32"] / eval_speed["baseline_fp32"], 3),
+        "eval_bf16_vs_fp32": ratio(eval_speed, "bf16", "fp32"),
+        "eval_vs_baseline": ratio(eval_speed, "fp32", "baseline_fp32"),
+        "train_pairs_per_s": speed,
+        **{f"{lever}_vs_fp32": ratio(speed, lever, "fp32") for lever in speed if lever.startswith("fp32_")},
+        "compile_first_step_s": compile_seconds,
         "train_spread_pct": train["spread_pct"],
         "eval_spread_pct": evaluation["spread_pct"],
     }
@@ -178,6 +217,10 @@ def main() -> None:
     parser.add_argument("--matmul_repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--levers", nargs="*", choices=LEVERS, default=[],
+                        help="also time the float32 train step with these: channels_last; compile (implies it)")
+    parser.add_argument("--no_bf16", action="store_true",
+                        help="leave bf16 out (where the CPU lacks bf16 instructions, a paper-size step takes minutes)")
     args = parser.parse_args()
     if min(args.tiny_batch, args.paper_batch) < 2:
         parser.error("batches need at least 2 pairs: the loss needs an in-batch negative")
@@ -192,7 +235,8 @@ def main() -> None:
         figures["matmul"] = measure_matmul(args.matmul_size, args.matmul_repeats)
     batches = {"tiny": args.tiny_batch, "paper": args.paper_batch}
     for name in args.sizes:
-        figures[name] = measure_size(name, batches[name], args.warmup, args.repeats, args.seed)
+        figures[name] = measure_size(name, batches[name], args.warmup, args.repeats, args.seed, args.levers,
+                                     not args.no_bf16)
 
     if not args.sizes:
         print(json.dumps(figures | machine | {"load_average_1min_end": load_average()}))

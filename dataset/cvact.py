@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.errors import DatasetError, check_files_exist
-from utils.images import plot_pair, read_rgb, to_chw_tensor
+from utils.image_cache import image_source
+from utils.images import plot_pair
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,7 +30,8 @@ class CVACT(Dataset):
 
     `utm` (easting, northing in metres) lets the loss skip in-batch negatives closer than 25 m; `self.utm`
     holds the whole split's (N, 2) positions. Images: `root/sat/<id>_satView_polish.jpg` and
-    `root/grd/<id>_grdView.jpg`. Every file is checked on construction.
+    `root/grd/<id>_grdView.jpg`. Every file is checked on construction. With `cache_dir` the images are decoded
+    once into memory-mapped arrays there (`utils.image_cache`).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class CVACT(Dataset):
         grd_size: tuple[int, int] = (128, 512),
         mat_file: str = MAT_FILE,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if split not in SPLIT_INDEX_FIELDS:
             raise ValueError(f"CVACT split must be one of {', '.join(SPLIT_INDEX_FIELDS)}, got {split!r}")
@@ -54,6 +57,10 @@ class CVACT(Dataset):
         self.sat_paths: list[str] = []
         self.grd_paths: list[str] = []
         self._verify()
+        self.sat_images = image_source(self.sat_paths, self.sat_size, cache_dir, f"CVACT-{split}-sat", self.root,
+                                       f"aerial images of CVACT {split}")
+        self.grd_images = image_source(self.grd_paths, self.grd_size, cache_dir, f"CVACT-{split}-grd", self.root,
+                                       f"panoramas of CVACT {split}")
 
     def _verify(self) -> None:
         """Read the split from ACT_data.mat and check the root, the file and every image, before training."""
@@ -80,8 +87,8 @@ class CVACT(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]
         sample = {
-            "sat": to_chw_tensor(read_rgb(self.sat_paths[index], self.sat_size)),
-            "grd": to_chw_tensor(read_rgb(self.grd_paths[index], self.grd_size)),
+            "sat": self.sat_images[index],
+            "grd": self.grd_images[index],
             "index": index,
             "id": self.ids[index],
             "utm": torch.tensor(self.utm[index], dtype=torch.float64),

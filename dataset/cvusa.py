@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.errors import DatasetError, check_files_exist
-from utils.images import plot_pair, read_rgb, to_chw_tensor
+from utils.image_cache import image_source
+from utils.images import plot_pair
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,6 +29,7 @@ class CVUSA(Dataset):
     `root/sat/<id>.jpg`, `root/grd/<id>.png`; where neither `sat/` nor `grd/` exists the CSV's own paths are
     read under `root` (the raw download: `bingmap/19/<id>.jpg`, `streetview/panos/<id>.jpg`). `train_csv` and
     `val_csv` are file names in `root/splits/` (or absolute paths). Every file is checked on construction.
+    With `cache_dir` the images are decoded once into memory-mapped arrays there (`utils.image_cache`).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class CVUSA(Dataset):
         train_csv: str = TRAIN_CSV,
         val_csv: str = VAL_CSV,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"CVUSA split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -53,6 +56,10 @@ class CVUSA(Dataset):
         self.grd_paths: list[str] = []
         self.raw_layout = False
         self._verify()
+        self.sat_images = image_source(self.sat_paths, self.sat_size, cache_dir, f"CVUSA-{split}-sat", self.root,
+                                       f"aerial images of CVUSA {split}")
+        self.grd_images = image_source(self.grd_paths, self.grd_size, cache_dir, f"CVUSA-{split}-grd", self.root,
+                                       f"panoramas of CVUSA {split}")
 
     def _verify(self) -> None:
         """Read the split and check the root, the CSV and every image it names, before any training starts."""
@@ -81,8 +88,8 @@ class CVUSA(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]
         sample = {
-            "sat": to_chw_tensor(read_rgb(self.sat_paths[index], self.sat_size)),
-            "grd": to_chw_tensor(read_rgb(self.grd_paths[index], self.grd_size)),
+            "sat": self.sat_images[index],
+            "grd": self.grd_images[index],
             "index": index,
             "id": self.ids[index],
         }

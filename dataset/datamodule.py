@@ -30,6 +30,10 @@ class _CrossViewDataModule(pl.LightningDataModule):
 
     `fov` and `orientation_noise` (degrees) cut every panorama to a limited field of view after a random
     turn (`LimitedFieldOfView`): drawn afresh in training, fixed per sample by `seed` in evaluation.
+    `cache_dir` keeps the decoded images of every split and view there (`utils.image_cache`), so decoding is
+    paid once, not every epoch. Reading the cache is then cheaper than handing batches between processes, so
+    `num_workers` None means no worker processes with a cache (`benchmarks/README.md` has the figures) and one
+    per CPU, at most 8, without.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class _CrossViewDataModule(pl.LightningDataModule):
         fov: float = 360.0,
         orientation_noise: float = 0.0,
         seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if num_workers is not None and num_workers < 0:
@@ -52,7 +57,9 @@ class _CrossViewDataModule(pl.LightningDataModule):
         self.root = os.fspath(root)
         self.batch_size = batch_size
         self.batch_size_val = batch_size_val
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        if num_workers is None:
+            num_workers = 0 if cache_dir is not None else default_num_workers()
+        self.num_workers = num_workers
         self.sat_size = tuple(sat_size)
         self.grd_size = tuple(grd_size)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -60,6 +67,7 @@ class _CrossViewDataModule(pl.LightningDataModule):
         self.fov = float(fov)
         self.orientation_noise = float(orientation_noise)
         self.seed = seed
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         LimitedFieldOfView(self.fov, self.orientation_noise)  # checks the values now, not in a worker
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -119,7 +127,8 @@ class CVUSADataModule(_CrossViewDataModule):
         self.val_csv = val_csv
 
     def _dataset(self, split: str) -> CVUSA:
-        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv, self.view(split))
+        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv, self.view(split),
+                     self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -155,7 +164,7 @@ class CVACTDataModule(_CrossViewDataModule):
         self.eval_split = eval_split
 
     def _dataset(self, split: str) -> CVACT:
-        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.view(split))
+        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.view(split), self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -200,7 +209,8 @@ class VIGORDataModule(_CrossViewDataModule):
         self.gallery: VIGORGallery | None = None
 
     def _dataset(self, split: str) -> VIGOR:
-        return VIGOR(self.root, split, self.mode, self.sat_size, self.grd_size, self.view(split))
+        return VIGOR(self.root, split, self.mode, self.sat_size, self.grd_size, self.view(split),
+                     cache_dir=self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:

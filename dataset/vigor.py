@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.errors import DatasetError, check_files_exist
-from utils.images import plot_pair, read_rgb, to_chw_tensor
+from utils.image_cache import image_source
+from utils.images import plot_pair
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,7 +81,8 @@ class VIGORGallery(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, cities: tuple[str, ...], sat_size: tuple[int, int] = (256, 256),
-                 transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         self.root = os.fspath(root)
         self.cities = tuple(cities)
         self.sat_size = tuple(sat_size)
@@ -90,6 +92,8 @@ class VIGORGallery(Dataset):
         self.city_of: list[str] = []
         self.latlon = np.zeros((0, 2))
         self._verify()
+        self.images = image_source(self.paths, self.sat_size, cache_dir, f"VIGOR-{'+'.join(self.cities)}-satellite",
+                                   self.root, f"satellite tiles of {', '.join(self.cities)}")
         self.position = {(city, name): i for i, (city, name) in enumerate(zip(self.city_of, self.ids, strict=True))}
 
     def _verify(self) -> None:
@@ -115,7 +119,7 @@ class VIGORGallery(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]
-        sample = {"sat": to_chw_tensor(read_rgb(self.paths[index], self.sat_size)), "index": index,
+        sample = {"sat": self.images[index], "index": index,
                   "id": self.ids[index], "latlon": torch.tensor(self.latlon[index], dtype=torch.float64)}
         return sample if self.transforms is None else self.transforms(sample)
 
@@ -126,7 +130,8 @@ class VIGOR(Dataset):
     A sample is {"grd": uint8 CHW RGB, "index", "id", "positive": the positive tile's index in the gallery,
     "semi_positives": int64 (3,), "latlon": float64 (2,) the panorama's position, "delta": float32 (4, 2) its
     (delta_y, delta_x) pixel offsets from the four tiles' centres}; with `pairs` also "sat", the positive tile.
-    Training reads pairs; evaluation reads the panoramas alone and the gallery apart.
+    Training reads pairs; evaluation reads the panoramas alone and the gallery apart. With `cache_dir` the
+    images of both are decoded once into memory-mapped arrays there (`utils.image_cache`).
     """
 
     def __init__(
@@ -138,6 +143,7 @@ class VIGOR(Dataset):
         grd_size: tuple[int, int] = (128, 512),
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         pairs: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         self.root = os.fspath(root)
         self.split = split
@@ -147,13 +153,15 @@ class VIGOR(Dataset):
         self.grd_size = tuple(grd_size)
         self.transforms = transforms
         self.pairs = split == "train" if pairs is None else pairs
-        self.gallery = VIGORGallery(self.root, self.cities, self.sat_size)
+        self.gallery = VIGORGallery(self.root, self.cities, self.sat_size, cache_dir=cache_dir)
         self.ids: list[str] = []
         self.grd_paths: list[str] = []
         self.latlon = np.zeros((0, 2))
         self.labels = np.zeros((0, 4), np.int64)
         self.delta = np.zeros((0, 4, 2), np.float32)
         self._verify()
+        self.grd_images = image_source(self.grd_paths, self.grd_size, cache_dir, f"VIGOR-{mode}-{split}-panorama",
+                                       self.root, f"panoramas of VIGOR {mode}-area {split}")
 
     @property
     def positive(self) -> np.ndarray:
@@ -201,7 +209,7 @@ class VIGOR(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]
         sample = {
-            "grd": to_chw_tensor(read_rgb(self.grd_paths[index], self.grd_size)),
+            "grd": self.grd_images[index],
             "index": index,
             "id": self.ids[index],
             "positive": int(self.labels[index, 0]),
@@ -210,7 +218,7 @@ class VIGOR(Dataset):
             "delta": torch.from_numpy(self.delta[index].copy()),
         }
         if self.pairs:
-            sample["sat"] = to_chw_tensor(read_rgb(self.gallery.paths[self.labels[index, 0]], self.sat_size))
+            sample["sat"] = self.gallery.images[int(self.labels[index, 0])]
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

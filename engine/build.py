@@ -35,14 +35,16 @@ def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
         lr=opt.lr, b1=opt.b1, b2=opt.b2, lambda_sm=opt.lambda_sm,
         hard_topk_ratios=(opt.hard_topk_ratio, opt.hard_decay1_topk_ratio, opt.hard_decay2_topk_ratio,
                           opt.hard_decay3_topk_ratio),
-        channels_last=opt.channels_last, compile_net=opt.compile, global_negatives=opt.global_negatives, **kwargs,
+        channels_last=opt.channels_last, compile_net=opt.compile, global_negatives=opt.global_negatives,
+        lr_schedule=opt.lr_schedule, lr_warmup=opt.lr_warmup, **kwargs,
     )
 
 
 def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
     sizes = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w)}
     loading = {"batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers,
-               "fov": opt.fov, "orientation_noise": opt.orientation_noise, "seed": opt.seed}
+               "fov": opt.fov, "orientation_noise": opt.orientation_noise, "seed": opt.seed,
+               "cache_dir": opt.cache_dir}
     name = dataset_name(opt)
     if name == "VIGOR":
         return VIGORDataModule(opt.data_root_vigor, mode=opt.vigor_mode, **sizes, **loading)

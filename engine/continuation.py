@@ -13,8 +13,9 @@ from utils.cli import NO_EFFECT, TESTING_ONLY, UsageError, flag_text
 OPTIONS_KEY = "options"  # this project's checkpoints carry the run's options under this key
 OPTIONS_FILE = "options.json"
 # What a continued run may be given anew: how long, where the data lies now, and on what it runs.
-MAY_CHANGE = ("n_epochs", "max_time", "num_workers", "data_root_cvusa", "data_root_cvact", "data_root_vigor", "gpu_ids",
-              "cpu_procs", "num_nodes", "precision", "deterministic", "channels_last", "compile", "debug")
+MAY_CHANGE = ("n_epochs", "max_time", "num_workers", "cache_dir", "data_root_cvusa", "data_root_cvact",
+              "data_root_vigor", "gpu_ids", "cpu_procs", "num_nodes", "precision", "deterministic", "channels_last",
+              "compile", "debug")
 # What describes this call rather than the run: never taken from the stored options, never a contradiction.
 ABOUT_THIS_CALL = ("resume", "checkpoint", "test", "results_dir", "name", *NO_EFFECT, *TESTING_ONLY)
 
@@ -51,8 +52,8 @@ def continue_options(opt: argparse.Namespace, given: set[str], stored: Mapping[s
         if name not in MAY_CHANGE:
             raise UsageError(
                 f"{flag_text(name, new)}: the run of {source} was configured with {flag_text(name, value)}; a "
-                "continued run keeps its options, only --n_epochs, --max_time, --num_workers, the data roots and "
-                "the device flags may change"
+                "continued run keeps its options, only --n_epochs, --max_time, --num_workers, --cache_dir, the data "
+                "roots and the device flags may change"
             )
         changed.append(f"{flag_text(name, new)} (was {flag_text(name, value)})")
     return changed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from model.loss import covering_pairs, gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
+from model.schedule import lr_factor
 from utils.geo import haversine_m, localization_summary
 from utils.images import field_of_view_width, to_model_range
 from utils.recall import QueryRanking, Shard, rank_queries, recall_at_k, recall_within_distance
@@ -93,8 +96,11 @@ class CrossViewModule(pl.LightningModule):
         compile_net: bool = False,
         global_negatives: bool = False,
         fov: float = 360.0,
+        lr_schedule: str = "constant",
+        lr_warmup: float = 0.0,
     ) -> None:
         super().__init__()
+        lr_factor(0.0, lr_schedule, lr_warmup)  # checks the schedule's name now, not at the first step
         self.save_hyperparameters()
         net_grd_size = (grd_size[0], field_of_view_width(grd_size[1], fov))
         self.net = CrossViewNet(sat_size, net_grd_size, sa_num, use_fc, pretrained)
@@ -138,6 +144,27 @@ class CrossViewModule(pl.LightningModule):
             for group in optimizer.param_groups:  # load_state_dict brought the stored ones back
                 group.update(lr=self.hparams.lr, betas=betas)
         return optimizer
+
+    def training_progress(self) -> float:
+        """How far training is, from 0 to 1: by steps against the epochs' end, or by time against --max_time,
+        whichever is further (training stops at whichever ends first). Under DDP every process takes the
+        first one's, so that their clocks cannot give them different learning rates."""
+        progress = 0.0
+        total_steps = self.trainer.estimated_stepping_batches
+        if math.isfinite(total_steps) and total_steps > 0:
+            progress = self.trainer.global_step / total_steps
+        for timer in self.trainer.callbacks:
+            if isinstance(timer, Timer) and timer.time_remaining() is not None:
+                elapsed = timer.time_elapsed()
+                progress = max(progress, elapsed / max(elapsed + timer.time_remaining(), 1e-9))
+        return min(self.trainer.strategy.broadcast(progress, src=0), 1.0)
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.hparams.lr_schedule == "constant":
+            return
+        lr = self.hparams.lr * lr_factor(self.training_progress(), self.hparams.lr_schedule, self.hparams.lr_warmup)
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = lr
 
     def on_train_epoch_start(self) -> None:
         if self.trainer.is_global_zero:

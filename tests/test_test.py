@@ -45,12 +45,21 @@ def authors_input(path):
     return torch.from_numpy(((image / 255.0 - 0.5) / 0.5).transpose(2, 0, 1).copy())
 
 
-def test_published_weights_give_the_descriptors_of_the_raw_files(tiny_world, reference_checkpoint, tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["decoded", "cached"])
+def test_published_weights_give_the_descriptors_of_the_raw_files(tiny_world, reference_checkpoint, tmp_path, cached):
     path = tmp_path / "published.pth"
     torch.save(reference_checkpoint, path)
     saved = tmp_path / "descriptors.npz"
-    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--save_descriptors", str(saved))
+    cache = ["--cache_dir", str(tmp_path / "cache")] if cached else []
+    args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--save_descriptors", str(saved), *cache)
     assert test_script.main(args) == 0
+    if cached:  # the evaluation split's two views, decoded once, and said so in the run's log from the start
+        assert [p.name.split("-")[:3] for p in sorted((tmp_path / "cache").glob("*.cache"))] == [
+            ["CVUSA", "val", "grd"], ["CVUSA", "val", "sat"]]
+        (log,) = tmp_path.glob("*/log.txt")
+        first_lines = log.read_text().splitlines()[:4]
+        assert "no cache yet; decoding 13 aerial images of CVUSA val at 64x64 once" in first_lines[0]
+        assert "13 panoramas of CVUSA val written in" in first_lines[3]
     ids = [line.split(",")[0].rsplit("/", 1)[1][:-4]
            for line in (tiny_world / "CVUSA" / "splits" / "val-19zl.csv").read_text().splitlines()]
     net = CrossViewNet((64, 64), (32, 128)).eval()

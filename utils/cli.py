@@ -36,7 +36,7 @@ NO_EFFECT = ("isTrain", "start_epoch")
 # What only training reads; test.py (and train.py --test) accepts these and names them as unused.
 TRAINING_ONLY = ("save_step", "n_epochs", "batch_size", "lr", "b1", "b2", "lambda_sm", "hard_topk_ratio",
                  "hard_decay1_topk_ratio", "hard_decay2_topk_ratio", "hard_decay3_topk_ratio", "no_pretrained",
-                 "resume", "reset_optimizer", "global_negatives", "max_time")
+                 "resume", "reset_optimizer", "global_negatives", "max_time", "lr_schedule", "lr_warmup")
 # What only testing reads; train.py names these as unused.
 TESTING_ONLY = ("save_descriptors", "match_radius")
 
@@ -88,7 +88,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add = parser.add_argument_group("this project's flags").add_argument
     add("--no_fc", action="store_true",
         help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
-    add("--num_workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
+    add("--num_workers", type=int, default=None,
+        help="data-loading processes (default: CPU count, at most 8; none with --cache_dir)")
+    add("--cache_dir", default=None, metavar="DIR",
+        help="decode every image once into memory-mapped arrays in DIR (rebuilt when the images change); "
+             "later epochs and runs read those")
     add("--precision", default="32",
         help="Lightning precision: 32, bf16-mixed, 16-mixed; auto: bf16-mixed where the GPU or CPU runs bf16 fast "
              "(CPU: AVX512-BF16 or AMX), else 32")
@@ -113,6 +117,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--compile", action="store_true",
         help="torch.compile the network: faster steps on a GPU after a first step of minutes")
     add("--no_pretrained", action="store_true", help="training: from scratch instead of ImageNet weights")
+    add("--lr_schedule", choices=("constant", "cosine"), default="constant",
+        help="training: the paper's constant --lr, or a warm-up then cosine decay to 0 over the run (its epochs "
+             "or its --max_time, whichever ends first)")
+    add("--lr_warmup", type=float, default=0.05, metavar="FRACTION",
+        help="with --lr_schedule cosine: the share of the run spent warming up")
     add("--global_negatives", action="store_true",
         help="training under DDP: hard negatives from the batches of all devices, not each device's own")
     add("--resume", default=None, metavar="RUN_DIR",
@@ -146,8 +155,8 @@ def parse_options(
 
 
 def flag_text(name: str, value: object) -> str:
-    """How a value reads on the command line: `--sa_num 8`, `--no_fc`, `no --no_fc`."""
-    if isinstance(value, bool):
+    """How a value reads on the command line: `--sa_num 8`, `--no_fc`, `no --no_fc`, `no --cache_dir` (None)."""
+    if value is None or isinstance(value, bool):
         return f"--{name}" if value else f"no --{name}"
     return f"--{name} {value}"
 
@@ -325,15 +334,39 @@ def _one_line(exc: BaseException) -> str:
     return message
 
 
+class _HeldForTheRunFolder(logging.Handler):
+    """Keeps the messages logged before the run folder exists (the data check's, the cache's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def start_logging() -> logging.Logger:
+    """Messages to the console from the start of a run, kept until `setup_logging` writes them to log.txt too."""
+    return _install({"cvgl": [logging.StreamHandler(sys.stdout), _HeldForTheRunFolder()]})
+
+
 def setup_logging(run_dir: Path) -> logging.Logger:
-    """Messages to the console and to `run_dir/log.txt`, Lightning's own included.
+    """Messages to the console and to `run_dir/log.txt`, Lightning's own included; log.txt begins with what
+    was logged since `start_logging`.
 
     Replaces the handlers of an earlier call, so a second run in the same process logs only to its own folder.
     """
     file_handler = logging.FileHandler(run_dir / "log.txt")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    console = logging.StreamHandler(sys.stdout)
-    for name, handlers in (("cvgl", [file_handler, console]), ("pytorch_lightning", [file_handler])):
+    held = [h for h in logging.getLogger("cvgl").handlers if isinstance(h, _HeldForTheRunFolder)]
+    log = _install({"cvgl": [file_handler, logging.StreamHandler(sys.stdout)], "pytorch_lightning": [file_handler]})
+    for record in (record for handler in held for record in handler.records):
+        file_handler.handle(record)
+    return log
+
+
+def _install(handlers_of: dict[str, list[logging.Handler]]) -> logging.Logger:
+    for name, handlers in handlers_of.items():
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, "_cvgl", False)]:
             logger.removeHandler(old)

@@ -96,6 +96,9 @@ def test_defaults_follow_the_machine(fake_cvusa_root):
     assert module.pin_memory == torch.cuda.is_available()
     assert (module.batch_size, module.sat_size, module.grd_size) == (32, (256, 256), (128, 512))
     assert cvusa_module(fake_cvusa_root).val_dataset is None  # nothing is read before setup
+    cached = CVUSADataModule(fake_cvusa_root, cache_dir=fake_cvusa_root.parent / "cache")
+    assert cached.num_workers == 0 and CVUSADataModule(fake_cvusa_root, num_workers=2, cache_dir="c").num_workers == 2
+    assert not (fake_cvusa_root.parent / "cache").exists()  # built in setup(), not before
 
 
 def test_setup_stops_on_missing_files_before_training(fake_cvusa_root, fake_cvact_root):

@@ -11,7 +11,7 @@ import torch
 
 from dataset.datamodule import VIGORDataModule
 from dataset.errors import DatasetError
-from dataset.vigor import CITIES, VIGOR, panorama_latlon, satellite_latlon
+from dataset.vigor import CITIES, MODES, SPLITS, VIGOR, panorama_latlon, satellite_latlon
 from tests.conftest import write_image
 
 # Per city: its tiles (lat, lon), and its panoramas: (id, lat, lon, [four tile numbers, positive first], test?)
@@ -207,3 +207,20 @@ def test_the_data_module_evaluates_queries_and_gallery_apart_and_trains_without_
         assert len(set(positives)) == len(positives)
         assert all(positive not in tiles[j] for i, positive in enumerate(positives)
                    for j in range(len(tiles)) if j != i)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cached_samples_equal_decoded_ones_for_pairs_queries_and_gallery(vigor_root, tmp_path, mode):
+    for split in SPLITS:
+        decoded = VIGOR(vigor_root, split, mode, SAT, GRD)
+        cached = VIGOR(vigor_root, split, mode, SAT, GRD, cache_dir=tmp_path / "cache")
+        samples = [*zip(decoded, cached, strict=True), *zip(decoded.gallery, cached.gallery, strict=True)]
+        for plain, from_cache in samples:
+            assert plain.keys() == from_cache.keys()
+            for key in ("sat", "grd"):
+                if key in plain:
+                    assert torch.equal(plain[key], from_cache[key]), (split, key, plain["index"])
+    names = sorted(path.name.rsplit("-", 2)[0] for path in (tmp_path / "cache").glob("*.cache"))
+    cities = {"same": ["Chicago+NewYork+SanFrancisco+Seattle"], "cross": ["NewYork+Seattle", "SanFrancisco+Chicago"]}
+    assert names == sorted([f"VIGOR-{mode}-test-panorama", f"VIGOR-{mode}-train-panorama",
+                            *[f"VIGOR-{c}-satellite" for c in cities[mode]]])

@@ -6,7 +6,8 @@ from engine.continuation import continue_options, stored_options
 from utils.cli import UsageError, build_parser, parse_options
 
 STORED = {"CVUSA": False, "CVACT": True, "data_root_cvact": "/data/CVACT", "sa_num": 4, "lr": 0.001, "n_epochs": 50,
-          "num_workers": 2, "results_dir": "/old/results", "name": "run", "checkpoint": None, "gone_flag": 1}
+          "num_workers": 2, "results_dir": "/old/results", "name": "run", "checkpoint": None, "gone_flag": 1,
+          "cache_dir": None}
 
 
 def continued(argv):
@@ -21,12 +22,14 @@ def test_the_run_s_options_fill_in_what_the_command_line_left_out():
     assert (opt.resume, opt.results_dir, opt.name) == ("RUN", "./RESULTS", "")  # about this call, not the run
 
 
-def test_the_epoch_count_data_roots_and_devices_may_change_and_are_reported():
+def test_the_epoch_count_data_roots_cache_and_devices_may_change_and_are_reported():
     opt, changed = continued(["--n_epochs", "60", "--num_workers", "0", "--data_root_cvact", "/moved", "--gpu", "1",
-                              "--sa_num", "4", "--name", "other"])
+                              "--sa_num", "4", "--name", "other", "--cache_dir", "/fast"])
     assert (opt.n_epochs, opt.num_workers, opt.data_root_cvact, opt.gpu_ids) == (60, 0, "/moved", "1")
+    assert opt.cache_dir == "/fast"
     assert changed == ["--data_root_cvact /moved (was --data_root_cvact /data/CVACT)",
-                       "--n_epochs 60 (was --n_epochs 50)", "--num_workers 0 (was --num_workers 2)"]
+                       "--n_epochs 60 (was --n_epochs 50)", "--num_workers 0 (was --num_workers 2)",
+                       "--cache_dir /fast (was no --cache_dir)"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

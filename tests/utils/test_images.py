@@ -74,6 +74,18 @@ def test_to_model_range_maps_0_255_exactly_to_minus_one_one():
     torch.testing.assert_close(scaled[1], torch.tensor([-0.6, 0.6]))
 
 
+@pytest.mark.parametrize("shape", [(256,), (2, 3, 5, 7), (1, 3, 1, 1), (0, 3, 4, 4), (3, 4, 9)])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_to_model_range_gives_the_bits_of_the_authors_float_formula(shape, contiguous):
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (*shape[:-1], 2 * shape[-1]), np.uint8))
+    images = pixels[..., ::2] if not contiguous else pixels[..., : shape[-1]].contiguous()
+    expected = torch.from_numpy(((images.numpy().astype(np.float32) / np.float32(255) - np.float32(0.5))
+                                 / np.float32(0.5)).astype(np.float32))
+    scaled = to_model_range(images)
+    assert scaled.dtype == torch.float32 and scaled.shape == images.shape
+    assert torch.equal(scaled, expected)  # bit for bit, not approximately
+
+
 def test_to_model_range_refuses_images_already_scaled():
     with pytest.raises(TypeError, match="uint8"):
         to_model_range(torch.zeros(3, 2, 2))
