@@ -97,7 +97,7 @@ class CachedImages(DecodedImages):
 
     def _pixels(self) -> np.ndarray:
         if self._array is None:
-            header, crcs, array = _map(self.path, len(self), self.size_hw)
+            _, crcs, array = _map(self.path, len(self), self.size_hw)
             if _file_id(self.path) != self._file_id:
                 raise RuntimeError(f"cache {self.path} was replaced while this run used it; run again to use it")
             self._array, self._crcs = array, crcs
