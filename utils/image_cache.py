@@ -201,8 +201,7 @@ def build_cache(path: Path, paths: Sequence[str], size_hw: tuple[int, int], mani
     count, (height, width) = len(paths), size_hw
     header = json.dumps({"version": VERSION, "shape": [count, 3, height, width], "resize": RESIZE,
                          "files": manifest}).encode()
-    crc_offset = _aligned(len(MAGIC) + _LENGTH.size + len(header))
-    data_offset = _aligned(crc_offset + 4 * count)
+    crc_offset, data_offset = _offsets(len(header), count)
     image_bytes = 3 * height * width
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -259,14 +258,19 @@ def _map(path: Path, count: int, size_hw: tuple[int, int]) -> tuple[dict, np.nda
         raise CacheFileError(f"holds {'x'.join(map(str, stored[2:]))} images, expected {size_hw[0]}x{size_hw[1]}")
     if stored[0] != count:
         raise CacheFileError(f"built from {stored[0]} images, the dataset now lists {count}")
-    crc_offset = _aligned(len(MAGIC) + _LENGTH.size + header_length)
-    data_offset = _aligned(crc_offset + 4 * count)
+    crc_offset, data_offset = _offsets(header_length, count)
     expected = data_offset + count * 3 * size_hw[0] * size_hw[1]
     if length != expected:
         raise CacheFileError(f"truncated or overlong: {length} bytes, its header promises {expected}")
     crcs = np.fromfile(path, np.uint32, count, offset=crc_offset)
     pixels = np.memmap(path, np.uint8, "r", data_offset, tuple(shape)) if count else np.zeros(shape, np.uint8)
     return header, crcs, pixels
+
+
+def _offsets(header_length: int, count: int) -> tuple[int, int]:
+    """Where the CRC-32 table and the pixels start, each on a page boundary after what precedes it."""
+    crc_offset = _aligned(len(MAGIC) + _LENGTH.size + header_length)
+    return crc_offset, _aligned(crc_offset + 4 * count)
 
 
 def _aligned(offset: int) -> int:
