@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import random
-import sys
 import zlib
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import pytest
 import scipy.io
 import torch
 
-from tests.helpers import tiny_run_args
+from tests.helpers import FIXTURES, tiny_run_args
 from tests.offline_site import sitecustomize  # noqa: F401  (the network guard, for this process too)
+from tests.reference_weights import reference_checkpoint as build_reference_checkpoint
 
 LOGGERS = ("cvgl", "pytorch_lightning")
 
@@ -26,22 +26,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The authors'-code figures in ../shared/fixtures (override with CVGL_FIXTURES)."""
-    path = Path(os.environ.get("CVGL_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
-    if not (path / "reference_weights.py").is_file():
-        pytest.fail(f"reference fixtures not found in {path}; set CVGL_FIXTURES to the shared/fixtures folder")
-    return path
+    """The figures computed by the authors' code, kept in tests/fixtures (see its README)."""
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
-def reference_checkpoint(reference_dir: Path) -> dict:
-    """The published-format checkpoint rebuilt from the fixture manifest by the fixture's own rule."""
-    sys.path.insert(0, str(reference_dir))
-    try:
-        from reference_weights import reference_checkpoint as build
-    finally:
-        sys.path.remove(str(reference_dir))
-    return build(str(reference_dir / "reference_state_small.json"))
+def reference_checkpoint() -> dict:
+    """The published-format checkpoint rebuilt from the fixture manifest by the fixtures' closed-form rule."""
+    return build_reference_checkpoint(FIXTURES / "reference_state_small.json")
 
 
 @contextlib.contextmanager

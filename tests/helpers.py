@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Figures computed by the authors' code (tests/fixtures/README.md): part of the repository, so a clone tests itself.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY_SIZES = ["--sat_size_h", "64", "--sat_size_w", "64", "--grd_size_h", "32", "--grd_size_w", "128"]
 # A quarter of the pixels, for the tests whose figures do not matter, only that runs agree or stop right.
 SMALL_SIZES = ["--sat_size_h", "32", "--sat_size_w", "32", "--grd_size_h", "16", "--grd_size_w", "64"]
