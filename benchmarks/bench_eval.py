@@ -1,7 +1,8 @@
 """Time and memory of `utils.recall.recall_at_k` against one chunked N x N matrix product.
 
-The matrix product is the floor for any exact recall@K, so the ratio of the two times says how much
-the counting costs on top of it; peak RSS is compared with the N x N float32 matrix that the
+`recall_at_k` computes one N x N product per direction, so that every similarity of a query comes from its
+own row of one product (ties are then exact): two products are its floor, and a time ratio of 2 means the
+counting costs nothing on top of them. Peak RSS is compared with the N x N float32 matrix that the
 full-matrix approach holds (several times over in the authors' code).
 
     python benchmarks/bench_eval.py --n 92800 --dim 2048
@@ -70,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="number of aerial/ground pairs")
     parser.add_argument("--dim", type=int, default=2048, help="descriptor length")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="aerial rows per matrix product")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="query rows per matrix product")
     parser.add_argument("--noise", type=float, default=10.0, help="noise norm relative to the descriptor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ class CrossViewModule(pl.LightningModule):
         self.eval_ranking: QueryRanking | None = None
         self.eval_errors_m: np.ndarray | None = None
         self._eval_batches: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self._eval_batch_sizes: dict[int, int] = {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Random states go with the weights, so a resumed run shuffles as the uninterrupted one would have."""
@@ -196,6 +198,7 @@ class CrossViewModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_batches = {}
+        self._eval_batch_sizes = {}
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -203,13 +206,27 @@ class CrossViewModule(pl.LightningModule):
         """Embed what the batch holds: pairs, or (VIGOR) panoramas from one loader and gallery tiles from another."""
         kept = {"index": batch["index"]}
         if "sat" in batch:
-            kept["sat"] = self.net.embed_sat(batch["sat"]).float()
+            kept["sat"] = self._embed_alike(self.net.embed_sat, batch["sat"], dataloader_idx)
         if "grd" in batch:
-            kept["grd"] = self.net.embed_grd(batch["grd"]).float()
+            kept["grd"] = self._embed_alike(self.net.embed_grd, batch["grd"], dataloader_idx)
         kept.update({key: batch[key] for key in EVAL_LABELS if key in batch})
         self._eval_batches.setdefault(dataloader_idx, []).append(kept)
 
     test_step = validation_step
+
+    def _embed_alike(self, embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     dataloader_idx: int) -> torch.Tensor:
+        """Descriptors of a batch padded to the size of its loader's first batch, so that every batch has one shape.
+
+        Convolution libraries choose their kernels by shape, and a smaller last batch rounds differently (about
+        2e-8 here): padded, an image has the same descriptor wherever it falls, so duplicates tie exactly, and
+        one process and several give the same figures.
+        """
+        count = len(images)
+        size = self._eval_batch_sizes.setdefault(dataloader_idx, count)
+        if count < size:
+            images = torch.cat([images, images.new_zeros((size - count, *images.shape[1:]))])
+        return embed(images)[:count].float()
 
     def on_validation_epoch_end(self) -> None:
         self._score("val")

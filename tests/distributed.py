@@ -66,4 +66,4 @@ def sharded_ranking(rank: int, world: int, sat: torch.Tensor, grd: torch.Tensor,
     from utils.recall import Shard, rank_queries
 
     ranking = rank_queries(sat, grd, positive, semi_positives, chunk_size=5, shard=Shard.of_process_group())
-    return {"closer": ranking.closer, "closer_than_any": ranking.closer_than_any, "top1": ranking.top1}
+    return {"closer": ranking.closer, "closer_not_covering": ranking.closer_not_covering, "top1": ranking.top1}

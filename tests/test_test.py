@@ -214,6 +214,34 @@ def test_cvact_test_has_both_protocols_and_names_the_one_used(make_fake_cvact, t
     assert [row["protocol"] for row in rows] == ["within 5 m", "one-to-one"]
 
 
+def test_duplicate_images_at_one_position_tie_under_both_cvact_test_protocols(make_fake_cvact, reference_checkpoint,
+                                                                            tmp_path):
+    # Panorama 13 and its aerial image are copies of panorama 0's, taken at the same position. With 14 images in
+    # batches of 13 they are embedded in a batch of 13 and one of 1 (whose kernels round otherwise), yet get the
+    # same descriptors, so each query's own aerial image and the other copy tie: both count as found, under the
+    # 5 m rule and one-to-one alike.
+    utm = close_pairs_utm()
+    utm[13] = utm[0]
+    root = make_fake_cvact(pano_ids=CLOSE_IDS, train=(1, 2), val=(3, 4), val_all=tuple(range(1, 15)), utm=utm)
+    for view, suffix in (("sat", "_satView_polish.jpg"), ("grd", "_grdView.jpg")):
+        (root / view / f"{CLOSE_IDS[13]}{suffix}").write_bytes((root / view / f"{CLOSE_IDS[0]}{suffix}").read_bytes())
+    published = tmp_path / "published.pth"
+    torch.save(reference_checkpoint, published)
+    for radius in ("5", "0"):
+        saved = tmp_path / f"descriptors_{radius}.npz"
+        args = tiny_run_args(root.parent, tmp_path, "--checkpoint", str(published), "--eval_split", "test",
+                             "--match_radius", radius, "--save_descriptors", str(saved), "--name", f"r{radius}",
+                             "--batch_size_val", "13", dataset="CVACT")
+        assert test_script.main(args) == 0
+        with np.load(saved) as arrays:
+            sat, grd = arrays["sat"], arrays["grd"]
+        assert np.array_equal(sat[0], sat[13]) and np.array_equal(grd[0], grd[13])
+        similarity = grd @ sat.T  # one product: the copies' columns are equal, so they tie exactly
+        assert similarity[0, 0] == similarity[0, 13] and similarity[13, 13] == similarity[13, 0]
+        assert read_results(tmp_path / f"r{radius}")["p2s"] == pytest.approx(slow_recall(sat, grd, utm,
+                                                                                          float(radius)))
+
+
 def test_a_negative_match_radius_is_refused(tiny_world, tiny_trained_run, tmp_path):
     args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(tiny_trained_run / "best.ckpt"),
                          "--match_radius", "-1", dataset="CVACT")

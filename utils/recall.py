@@ -1,4 +1,4 @@
-"""Recall@K for cross-view retrieval, computed the way the authors' code defines it.
+"""Recall@K for cross-view retrieval, computed the way the authors' code and VIGOR's official evaluation define it.
 
 With distances ``d = 2 - 2 * sat @ grd.T`` (rows: aerial references, columns: ground queries), a
 query is found at k when fewer than k references are strictly closer than its true match:
@@ -6,13 +6,16 @@ query is found at k when fewer than k references are strictly closer than its tr
 - p2s (ground query j against aerial references): count rows i with ``d[i, j] < d[j, j]``;
 - s2p (aerial query i against ground references): count columns j with ``d[i, j] < d[i, i]``.
 
-"r@1%" uses k = 0.01 * N as a float, not rounded (250 images -> k = 2.5, so counts 0, 1, 2 are found).
+"r@1%" on paired data uses k = 0.01 * N as a float, as the authors' code does (250 images -> k = 2.5, so
+counts 0, 1, 2 are found); against a gallery of its own (VIGOR) it uses VIGOR's official cut-off,
+``int(0.01 * R) + 1``.
 
-`recall_from_distances` is the plain version on a full matrix. `recall_at_k` and
-`recall_within_distance` never build the N x N matrix: they walk over chunks of aerial rows, and one
-matrix product per chunk serves both directions, so memory stays O(N * chunk) and the time stays close
-to that of a single N x N x D matrix product. They compare similarities instead of distances, because
-``d[i, j] < d[j, j]`` is ``s[i, j] > s[j, j]`` without the rounding of ``2 - 2 * s``.
+Ties count as found, deterministically: every similarity of a query, its positive's included, is read from
+one and the same matrix product, the query's row of ``queries[chunk] @ references.T``, so an exact duplicate
+of the positive is exactly as similar, never "strictly closer" by a rounding difference between two kernels.
+Each direction is its own pass over chunks of queries, so memory stays O(chunk * N) and the N x N matrix is
+never held. Similarities are compared rather than distances, because ``d[i, j] < d[j, j]`` is
+``s[i, j] > s[j, j]`` without the rounding of ``2 - 2 * s``.
 """
 
 from collections.abc import Callable, Sequence
@@ -24,45 +27,42 @@ from torch import Tensor
 
 __all__ = ["QueryRanking", "Shard", "rank_queries", "recall_at_k", "recall_from_distances", "recall_within_distance"]
 
-# Aerial rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
+# Query rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
 # and the matrix products run as fast as with larger chunks.
 DEFAULT_CHUNK_SIZE = 2048
 
+# (first query, end) -> (query, reference) index pairs that count as a match, for the queries in [first, end).
 PairFinder = Callable[[int, int], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One process's share of the work: the aerial-row chunks i with i % world == rank.
+    """One process's share of the work: the query chunks i with i % world == rank.
 
     Every process holds all descriptors, computes the matrix products of its own chunks only, and the
-    per-query counts of all shares are summed by `sum_across` (an all-reduce), so the figures equal those
-    of one process while each does about 1/world of the products.
+    per-query figures of all shares (zero outside a process's own queries) are summed by `sum_across`
+    (an all-reduce), so they equal those of one process while each does about 1/world of the products.
     """
 
     rank: int
     world: int
     sum_across: Callable[[Tensor], Tensor]
-    max_across: Callable[[Tensor], Tensor] | None = None
 
     @classmethod
     def of_process_group(cls) -> "Shard":
         """This process's share in the initialised torch.distributed group (gloo or NCCL)."""
 
-        def all_reduce(op: dist.ReduceOp) -> Callable[[Tensor], Tensor]:
-            def reduce(tensor: Tensor) -> Tensor:
-                dist.all_reduce(tensor, op=op)
-                return tensor
+        def all_reduce(tensor: Tensor) -> Tensor:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            return tensor
 
-            return reduce
-
-        return cls(dist.get_rank(), dist.get_world_size(), all_reduce(dist.ReduceOp.SUM), all_reduce(dist.ReduceOp.MAX))
+        return cls(dist.get_rank(), dist.get_world_size(), all_reduce)
 
 
-def _named_ks(ks: Sequence[float] | None, num_queries: int) -> list[tuple[str, float]]:
-    """Pair each k with its key; the default set names 0.01 * N "r@1%" as papers do."""
+def _named_ks(ks: Sequence[float] | None, one_percent: float) -> list[tuple[str, float]]:
+    """Pair each k with its key; the default set names `one_percent` "r@1%" as papers do."""
     if ks is None:
-        return [("r@1", 1.0), ("r@5", 5.0), ("r@10", 10.0), ("r@1%", 0.01 * num_queries)]
+        return [("r@1", 1.0), ("r@5", 5.0), ("r@10", 10.0), ("r@1%", one_percent)]
     named = []
     for k in ks:
         if not k > 0:
@@ -71,10 +71,19 @@ def _named_ks(ks: Sequence[float] | None, num_queries: int) -> list[tuple[str, f
     return named
 
 
-def _recall_percent(closer: Tensor, ks: Sequence[float] | None) -> dict[str, float]:
-    """Percentage of queries with fewer than k references strictly closer than their match."""
+def _recall_percent(closer: Tensor, ks: Sequence[float] | None, one_percent: float | None = None) -> dict[str, float]:
+    """Percentage of queries with fewer than k references strictly closer than their match.
+
+    `one_percent` is the k of "r@1%"; by default the authors' 0.01 * N, N the number of queries (paired data).
+    """
     n = closer.numel()
-    return {name: (closer < k).sum().item() * 100.0 / n for name, k in _named_ks(ks, n)}
+    named = _named_ks(ks, 0.01 * n if one_percent is None else one_percent)
+    return {name: (closer < k).sum().item() * 100.0 / n for name, k in named}
+
+
+def _check_finite(*descriptors: Tensor) -> None:
+    if not all(torch.isfinite(d).all() for d in descriptors):
+        raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
 
 
 def _check_descriptors(sat: Tensor, grd: Tensor, chunk_size: int) -> None:
@@ -85,6 +94,7 @@ def _check_descriptors(sat: Tensor, grd: Tensor, chunk_size: int) -> None:
         )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    _check_finite(sat, grd)
 
 
 @torch.no_grad()
@@ -108,53 +118,40 @@ def _chunks_of(rows: int, chunk_size: int, shard: Shard | None) -> range:
     return starts if shard is None else starts[shard.rank::shard.world]
 
 
-def _count_closer(
-    sat: Tensor, grd: Tensor, positive_pairs: PairFinder, chunk_size: int, shard: Shard | None = None
-) -> tuple[Tensor, Tensor]:
-    """Per query, the number of references strictly more similar than its best positive reference.
+def _as_float(*descriptors: Tensor) -> tuple[Tensor, ...]:
+    """Descriptors in float32 at least, contiguous: the products' precision does not follow half-precision inputs."""
+    dtype = torch.promote_types(descriptors[0].dtype, torch.float32)
+    return tuple(d.to(dtype).contiguous() for d in descriptors)
 
-    `positive_pairs(start, stop)` gives the (aerial row, ground column) index pairs that count as
-    true matches for aerial rows in [start, stop). Their similarities come from row-wise dot
-    products; in the matrix products those entries are masked, so each query compares the other
-    references against one value, as if the matrix held the dot products at the positive entries.
+
+def _count_closer(queries: Tensor, references: Tensor, positive_pairs: PairFinder, chunk_size: int,
+                  shard: Shard | None = None) -> Tensor:
+    """Per query, the number of references strictly more similar than its most similar positive reference.
+
+    `positive_pairs(start, stop)` gives the (query, reference) index pairs that count as matches for the queries
+    in [start, stop); every query has at least one. Their similarities are read from the chunk's own product.
     """
-    dtype = torch.promote_types(sat.dtype, torch.float32)
-    sat = sat.to(dtype).contiguous()
-    grd = grd.to(dtype).contiguous()
-    n, dim = sat.shape
-    chunk_size = min(chunk_size, n)
-    pair_batch = max(1, chunk_size * n // (2 * dim))  # gathered pairs take no more memory than a block
-
-    best_p2s = torch.full((n,), float("-inf"), dtype=dtype, device=sat.device)
-    best_s2p = torch.full((n,), float("-inf"), dtype=dtype, device=sat.device)
-    for start in range(0, n, chunk_size):
-        rows, cols = positive_pairs(start, min(start + chunk_size, n))
-        for batch_rows, batch_cols in zip(rows.split(pair_batch), cols.split(pair_batch), strict=True):
-            sims = torch.einsum("pd,pd->p", sat[batch_rows], grd[batch_cols])
-            best_p2s.scatter_reduce_(0, batch_cols, sims, "amax")
-            best_s2p.scatter_reduce_(0, batch_rows, sims, "amax")
-    if not (torch.isfinite(best_p2s).all() and torch.isfinite(best_s2p).all()):
-        raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
-
+    queries, references = _as_float(queries, references)
+    num_queries, num_refs = len(queries), len(references)
+    chunk_size = min(chunk_size, num_queries)
     # Comparisons go into float 0/1 buffers: summing floats is several times faster than summing
     # booleans, and float32 counts are exact below 2**24.
-    count_dtype = dtype if n < 2**24 else torch.float64
-    closer_p2s = torch.zeros(n, dtype=torch.int64, device=sat.device)
-    closer_s2p = torch.zeros(n, dtype=torch.int64, device=sat.device)
-    block_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
-    closer_buffer = torch.empty(chunk_size, n, dtype=dtype, device=sat.device)
-    for start in _chunks_of(n, chunk_size, shard):
-        stop = min(start + chunk_size, n)
-        block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
-        rows, cols = positive_pairs(start, stop)
-        block[rows - start, cols] = float("-inf")
-        closer = torch.gt(block, best_s2p[start:stop, None], out=closer_buffer[: stop - start])
-        closer_s2p[start:stop] = closer.sum(1, dtype=count_dtype).to(torch.int64)
-        closer = torch.gt(block, best_p2s[None, :], out=block)  # the block's last use
-        closer_p2s += closer.sum(0, dtype=count_dtype).to(torch.int64)
-    if shard is not None:
-        closer_p2s, closer_s2p = shard.sum_across(closer_p2s), shard.sum_across(closer_s2p)
-    return closer_p2s, closer_s2p
+    count_dtype = queries.dtype if num_refs < 2**24 else torch.float64
+    closer = torch.zeros(num_queries, dtype=torch.int64, device=queries.device)
+    block_buffer = torch.empty(chunk_size, num_refs, dtype=queries.dtype, device=queries.device)
+    for start in _chunks_of(num_queries, chunk_size, shard):
+        stop = min(start + chunk_size, num_queries)
+        block = torch.mm(queries[start:stop], references.T, out=block_buffer[: stop - start])
+        rows, cols = (index.to(block.device) for index in positive_pairs(start, stop))
+        best = torch.full((stop - start,), float("-inf"), dtype=block.dtype, device=block.device)
+        best.scatter_reduce_(0, rows - start, block[rows - start, cols], "amax")
+        closer[start:stop] = torch.gt(block, best[:, None], out=block).sum(1, dtype=count_dtype).to(torch.int64)
+    return closer if shard is None else shard.sum_across(closer)
+
+
+def _diagonal_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
+    index = torch.arange(start, stop)
+    return index, index
 
 
 @torch.no_grad()
@@ -168,17 +165,13 @@ def recall_at_k(
     """Recall in percent of paired descriptors (row i of `sat` matches row i of `grd`), both directions.
 
     Returns ``{"p2s": {"r@1": .., "r@5": .., "r@10": .., "r@1%": ..}, "s2p": {...}}`` for the default
-    ks, or keys ``f"r@{k}"`` for the given ones. Works in chunks of `chunk_size` aerial rows on the
-    descriptors' device, in float32 at least, without ever holding the N x N matrix. With `shard`, this
-    process computes its share of the chunks and the counts are summed across processes (`Shard`).
+    ks, or keys ``f"r@{k}"`` for the given ones. Works in chunks of `chunk_size` queries on the descriptors'
+    device, in float32 at least, without ever holding the N x N matrix. With `shard`, this process computes
+    its share of the chunks and the counts are summed across processes (`Shard`).
     """
     _check_descriptors(sat, grd, chunk_size)
-
-    def diagonal_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
-        index = torch.arange(start, stop, device=sat.device)
-        return index, index
-
-    closer_p2s, closer_s2p = _count_closer(sat, grd, diagonal_pairs, chunk_size, shard)
+    closer_p2s = _count_closer(grd, sat, _diagonal_pairs, chunk_size, shard)
+    closer_s2p = _count_closer(sat, grd, _diagonal_pairs, chunk_size, shard)
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
@@ -243,7 +236,9 @@ def recall_within_distance(
     if not radius >= 0:
         raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
     utm = utm.to(device=sat.device, dtype=torch.float64)
-    closer_p2s, closer_s2p = _count_closer(sat, grd, _radius_pair_finder(utm, radius), chunk_size, shard)
+    pairs = _radius_pair_finder(utm, radius)  # symmetric: the same pairs serve both directions
+    closer_p2s = _count_closer(grd, sat, pairs, chunk_size, shard)
+    closer_s2p = _count_closer(sat, grd, pairs, chunk_size, shard)
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
@@ -251,25 +246,26 @@ def recall_within_distance(
 class QueryRanking:
     """Where each of Q ground queries found its aerial references among R, and the figures from it.
 
-    `closer[q]`: references strictly more similar than the query's positive; `closer_than_any[q]`: references
-    outside its positive and semi-positives strictly more similar than the best of those; `top1[q]`: the most
-    similar reference (the lowest index among equals).
+    `closer[q]`: references strictly more similar than the query's positive; `closer_not_covering[q]`: those of
+    them that do not cover the query (neither its positive nor a semi-positive); `top1[q]`: the most similar
+    reference (the lowest index among equals).
     """
 
     closer: Tensor
-    closer_than_any: Tensor
+    closer_not_covering: Tensor
     top1: Tensor
     num_references: int
 
     def recall(self, ks: Sequence[float] | None = None) -> dict[str, float]:
-        """Recall in percent (positive only); "r@1%" uses k = 0.01 * R, the gallery's size."""
-        n = self.closer.numel()
-        return {name: (self.closer < k).sum().item() * 100.0 / n for name, k in _named_ks(ks, self.num_references)}
+        """Recall in percent (positive only). "r@1%" is VIGOR's official cut-off: found when fewer than
+        ``int(0.01 * R) + 1`` references are strictly more similar, R the gallery's size."""
+        return _recall_percent(self.closer, ks, one_percent=int(self.num_references * 0.01) + 1)
 
     @property
     def hit_rate(self) -> float:
-        """Percent of queries whose top-1 is their positive or one of their semi-positives (ties count as found)."""
-        return (self.closer_than_any == 0).sum().item() * 100.0 / self.closer_than_any.numel()
+        """VIGOR's official hit rate in percent: queries for which no reference that does not cover them is
+        strictly more similar than their positive."""
+        return (self.closer_not_covering == 0).sum().item() * 100.0 / self.closer_not_covering.numel()
 
 
 @torch.no_grad()
@@ -284,9 +280,9 @@ def rank_queries(
     """Rank R aerial references `sat` (R, D) for Q ground queries `grd` (Q, D) whose positives are `positive` (Q,).
 
     The gallery need not be one-to-one with the queries (VIGOR): queries may share a positive and references
-    may be nobody's. `semi_positives` (Q, S) are references that also show the query's place; they count for
-    the hit rate, not for recall. Walks over chunks of reference rows like `recall_at_k`, whose p2s figures
-    this equals on paired data (positive = arange(N)): the same blocks, the same comparisons.
+    may be nobody's. `semi_positives` (Q, S) are references that also cover the query's place; they count for
+    the hit rate, not for recall. Works over chunks of queries like `recall_at_k`, whose p2s counts this equals
+    on paired data (positive = arange(N)).
     """
     if sat.ndim != 2 or grd.ndim != 2 or sat.shape[1] != grd.shape[1] or 0 in (len(sat), len(grd)):
         raise ValueError(f"expected aerial (R, D) and ground (Q, D) descriptors with R, Q > 0, got "
@@ -295,61 +291,33 @@ def rank_queries(
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     num_refs, num_queries = len(sat), len(grd)
     positive = positive.to(device=sat.device, dtype=torch.int64).reshape(-1)
-    if semi_positives is None:
-        semi_positives = positive.new_empty((num_queries, 0))
-    semi_positives = semi_positives.to(device=sat.device, dtype=torch.int64).reshape(num_queries, -1)
     if positive.numel() != num_queries:
         raise ValueError(f"expected one positive per query ({num_queries}), got {positive.numel()}")
-    labels = torch.cat([positive[:, None], semi_positives], dim=1)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_refs):
+    if semi_positives is None:
+        semi_positives = positive.new_empty((num_queries, 0))
+    labels = torch.cat([positive[:, None], semi_positives.to(positive).reshape(num_queries, -1)], dim=1)
+    if labels.min() < 0 or labels.max() >= num_refs:
         raise ValueError(f"positive and semi-positive indices must lie in 0..{num_refs - 1}")
-    dtype = torch.promote_types(sat.dtype, torch.float32)
-    sat = sat.to(dtype).contiguous()
-    grd = grd.to(dtype).contiguous()
-    chunk_size = min(chunk_size, num_refs)
+    _check_finite(sat, grd)
+    grd, sat = _as_float(grd, sat)
+    chunk_size = min(chunk_size, num_queries)
 
-    best = torch.einsum("qd,qd->q", grd, sat[positive])
-    semi_similarities = [torch.einsum("qd,qd->q", grd, sat[column]) for column in semi_positives.T]
-    best_of_set = torch.stack([best, *semi_similarities]).amax(0)
-    if not (torch.isfinite(best).all() and torch.isfinite(best_of_set).all()):
-        raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
-    by_reference = [torch.argsort(labels[:, k], stable=True) for k in range(labels.shape[1])]
-    sorted_labels = [labels[order, k] for k, order in enumerate(by_reference)]
-
-    def labelled(start: int, stop: int, columns: range) -> tuple[Tensor, Tensor]:
-        """(reference row, query) of the label columns `columns` whose reference lies in [start, stop)."""
-        rows, cols = [positive[:0]], [positive[:0]]
-        for k in columns:
-            first, last = torch.searchsorted(sorted_labels[k], torch.tensor([start, stop], device=sat.device)).tolist()
-            cols.append(by_reference[k][first:last])
-            rows.append(sorted_labels[k][first:last])
-        return torch.cat(rows), torch.cat(cols)
-
-    count_dtype = dtype if num_refs < 2**24 else torch.float64
+    count_dtype = grd.dtype if num_refs < 2**24 else torch.float64
     closer = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
-    closer_than_any = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
-    top_value = torch.full((num_queries,), float("-inf"), dtype=dtype, device=sat.device)
-    top1 = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
-    block_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
-    closer_buffer = torch.empty(chunk_size, num_queries, dtype=dtype, device=sat.device)
-    for start in _chunks_of(num_refs, chunk_size, shard):
-        stop = min(start + chunk_size, num_refs)
-        block = torch.mm(sat[start:stop], grd.T, out=block_buffer[: stop - start])
-        value, row = block.max(0)  # the first of equal maxima; chunks come in order, so a later one must be larger
-        better = value > top_value
-        top_value = torch.where(better, value, top_value)
-        top1 = torch.where(better, row + start, top1)
-        rows, cols = labelled(start, stop, range(1))
-        block[rows - start, cols] = float("-inf")
-        closer += torch.gt(block, best[None, :], out=closer_buffer[: stop - start]).sum(0, dtype=count_dtype).long()
-        rows, cols = labelled(start, stop, range(1, labels.shape[1]))
-        block[rows - start, cols] = float("-inf")
-        closer_than_any += torch.gt(block, best_of_set[None, :], out=block).sum(0, dtype=count_dtype).long()
+    closer_not_covering = torch.zeros_like(closer)
+    top1 = torch.zeros_like(closer)
+    block_buffer = torch.empty(chunk_size, num_refs, dtype=grd.dtype, device=sat.device)
+    closer_buffer = torch.empty_like(block_buffer)
+    for start in _chunks_of(num_queries, chunk_size, shard):
+        stop = min(start + chunk_size, num_queries)
+        block = torch.mm(grd[start:stop], sat.T, out=block_buffer[: stop - start])
+        top1[start:stop] = block.argmax(1)  # the first of equal maxima
+        chunk_labels = labels[start:stop]
+        positive_similarity = block.gather(1, chunk_labels[:, :1])
+        closer_than_positive = torch.gt(block, positive_similarity, out=closer_buffer[: stop - start])
+        closer[start:stop] = closer_than_positive.sum(1, dtype=count_dtype).to(torch.int64)
+        closer_than_positive.scatter_(1, chunk_labels, 0.0)  # the positive and the tiles that also cover the query
+        closer_not_covering[start:stop] = closer_than_positive.sum(1, dtype=count_dtype).to(torch.int64)
     if shard is not None:
-        closer, closer_than_any = shard.sum_across(closer), shard.sum_across(closer_than_any)
-        if shard.max_across is None:
-            raise ValueError("a sharded ranking needs Shard.max_across to merge the shards' top-1 references")
-        best_value = shard.max_across(top_value.clone())
-        candidate = torch.where(top_value == best_value, top1, torch.full_like(top1, num_refs))
-        top1 = -shard.max_across(-candidate)  # the lowest index among the shards' equal maxima
-    return QueryRanking(closer, closer_than_any, top1, num_refs)
+        closer, closer_not_covering, top1 = (shard.sum_across(t) for t in (closer, closer_not_covering, top1))
+    return QueryRanking(closer, closer_not_covering, top1, num_refs)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from tests.distributed import run_in_processes, sharded_ranking, sharded_recall
+from tests.helpers import FIXTURES
 from utils.recall import (
     _radius_pair_finder,
     rank_queries,
@@ -18,14 +18,9 @@ from utils.recall import (
     recall_within_distance,
 )
 
-FIXTURES = Path(os.environ.get("CVGL_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
-
 
 def load_fixture(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.fail(f"reference fixture {path} is missing: set CVGL_FIXTURES to the folder holding {name}")
-    return path
+    return FIXTURES / name
 
 
 def tied_descriptors(n: int, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +107,70 @@ def test_default_keys_and_identical_descriptors_count_ties_as_found():
     recall = recall_at_k(sat, sat.clone())
     assert recall == {direction: {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0} for direction in recall}
     assert list(recall) == ["p2s", "s2p"]
+
+
+def noisy_view(descriptors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The other view of normalised descriptors: the same plus noise of norm about 0.3, normalised."""
+    noise = torch.randn(descriptors.shape, generator=generator) * 0.3 / descriptors.shape[1] ** 0.5
+    return torch.nn.functional.normalize(descriptors + noise, dim=1)
+
+
+def duplicated_descriptors(n: int, dim: int = 2048, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n pairs of normalised descriptors at the model's size, each pair twice in a row: rows 2i and 2i + 1 are
+    exact duplicates in both views, as two identical images at one place give."""
+    generator = torch.Generator().manual_seed(seed)
+    sat = torch.nn.functional.normalize(torch.randn(n, dim, generator=generator), dim=1)
+    grd = noisy_view(sat, generator)
+    return sat.repeat_interleave(2, dim=0), grd.repeat_interleave(2, dim=0)
+
+
+@pytest.mark.parametrize("chunk_size", [2048, 7, 1])
+def test_exact_duplicates_of_the_true_match_at_2048_values_tie_and_count_as_found(chunk_size):
+    sat, grd = duplicated_descriptors(150)
+    expected = {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0}
+    assert recall_at_k(sat, grd, chunk_size=chunk_size) == {"p2s": expected, "s2p": expected}
+    utm = torch.arange(300, dtype=torch.float64).div(2, rounding_mode="floor")[:, None] * torch.tensor([100.0, 0.0])
+    assert recall_within_distance(sat, grd, utm, radius=5.0, chunk_size=chunk_size) == {"p2s": expected,
+                                                                                       "s2p": expected}
+
+
+def test_cvact_test_one_to_one_counts_only_the_own_image_of_two_panoramas_at_the_same_position():
+    # Panoramas 0 and 1 stand at exactly the same position. Their aerial images are exact duplicates, so each
+    # ties with the other's and both are found. Panoramas 2 and 3 share a position too, but aerial image 3 is
+    # more like ground 2 than aerial 2 is: one-to-one, ground 2 is not found at 1; within 5 m it is.
+    generator = torch.Generator().manual_seed(9)
+    sat = torch.nn.functional.normalize(torch.randn(40, 2048, generator=generator), dim=1)
+    sat[1] = sat[0]
+    grd = noisy_view(sat, generator)
+    grd[2] = torch.nn.functional.normalize(0.6 * sat[2] + sat[3], dim=0)
+    utm = torch.arange(40, dtype=torch.float64)[:, None] * torch.tensor([30.0, 0.0])
+    utm[1], utm[3] = utm[0], utm[2]
+    closer = [sum((sat[i] @ grd[q]).item() > (sat[q] @ grd[q]).item() for i in range(40)) for q in range(40)]
+    assert closer[2] >= 1 and all(count == 0 for q, count in enumerate(closer) if q != 2)
+    assert recall_at_k(sat, grd, ks=[1])["p2s"]["r@1"] == pytest.approx(100 * 39 / 40)
+    assert recall_within_distance(sat, grd, utm, ks=[1], radius=5.0)["p2s"]["r@1"] == 100.0
+
+
+def test_exact_duplicates_in_a_gallery_tie_with_the_positive_for_recall_and_hit_rate():
+    # Every positive tile has an exact duplicate elsewhere in the gallery, which covers nobody.
+    generator = torch.Generator().manual_seed(3)
+    tiles = torch.nn.functional.normalize(torch.randn(120, 2048, generator=generator), dim=1)
+    sat = torch.cat([tiles, tiles[:60]])
+    positive = torch.arange(60).repeat(2)  # two queries a positive
+    grd = noisy_view(sat[positive], generator)
+    for chunk_size in (2048, 7):
+        ranking = rank_queries(sat, grd, positive, chunk_size=chunk_size)
+        assert ranking.closer.tolist() == [0] * 120 and ranking.hit_rate == 100.0
+        assert ranking.recall() == {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_exact_duplicates_tie_on_any_number_of_processes(world, tmp_path):
+    sat, grd = duplicated_descriptors(40, seed=world)
+    utm = torch.arange(80, dtype=torch.float64).div(2, rounding_mode="floor")[:, None] * torch.tensor([100.0, 0.0])
+    expected = {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0}
+    for result in run_in_processes(sharded_recall, world, tmp_path, sat, grd, utm, 5.0):
+        assert result == {kind: {"p2s": expected, "s2p": expected} for kind in ("paired", "radius")}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -214,48 +273,94 @@ def gallery_case(num_refs: int, num_queries: int, seed: int) -> tuple[torch.Tens
     return sat, grd, positive, semi
 
 
+def vigor_validate_top(grd: np.ndarray, sat: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """VIGOR's official evaluation (`validate_top` of its train_overall.py), written out query by query:
+    distances 2 - 2 * grd @ sat.T, a query's rank among all tiles, and its hit when no tile outside its
+    semi-positives is strictly closer than its positive."""
+    dist_array = 2 - 2 * grd @ sat.T
+    top1_percent = int(dist_array.shape[1] * 0.01) + 1
+    found = {"r@1": 0, "r@5": 0, "r@1%": 0, "hit": 0}
+    for i in range(dist_array.shape[0]):
+        gt_dist = dist_array[i, labels[i][0]]
+        prediction = np.sum(dist_array[i, :] < gt_dist)
+        dist_temp = np.ones(dist_array[i, :].shape[0])
+        dist_temp[labels[i][1:]] = 0
+        prediction_hit = np.sum((dist_array[i, :] < gt_dist) * dist_temp)
+        found["r@1%"] += prediction < top1_percent
+        found["r@1"] += prediction < 1
+        found["r@5"] += prediction < 5
+        found["hit"] += prediction_hit < 1
+    return {key: 100.0 * value / dist_array.shape[0] for key, value in found.items()}
+
+
 def brute_force_ranking(sims: np.ndarray, positive: np.ndarray, semi: np.ndarray) -> tuple[list, list, list]:
-    """Per query (row of sims): references strictly above the positive, others strictly above the best labelled
-    one, and the first most similar reference, each counted one reference at a time."""
-    closer, closer_than_any, top1 = [], [], []
+    """Per query (row of sims): references strictly above the positive, those of them outside the positive and
+    semi-positives, and the first most similar reference, each counted one reference at a time."""
+    closer, closer_not_covering, top1 = [], [], []
     for q, row in enumerate(sims):
         labelled = [int(positive[q]), *map(int, semi[q])]
-        best = max(row[r] for r in labelled)
-        closer.append(sum(row[r] > row[positive[q]] for r in range(len(row))))
-        closer_than_any.append(sum(row[r] > best for r in range(len(row)) if r not in labelled))
+        above = [r for r in range(len(row)) if row[r] > row[positive[q]]]
+        closer.append(len(above))
+        closer_not_covering.append(len([r for r in above if r not in labelled]))
         first = 0
         for r in range(len(row)):
             if row[r] > row[first]:
                 first = r
         top1.append(first)
-    return closer, closer_than_any, top1
+    return closer, closer_not_covering, top1
 
 
 @pytest.mark.parametrize(("num_refs", "num_queries", "chunk_size", "seed"),
-                         [(30, 45, 1, 0), (30, 45, 7, 1), (61, 20, 16, 2), (40, 40, 100, 3)])
+                         [(30, 45, 1, 0), (30, 45, 7, 1), (61, 20, 16, 2), (40, 40, 100, 3), (200, 90, 32, 4)])
 def test_ranking_of_queries_equals_brute_force_loops_with_ties_and_shared_positives(num_refs, num_queries,
                                                                                     chunk_size, seed):
     sat, grd, positive, semi = gallery_case(num_refs, num_queries, seed)
     assert len(set(positive.tolist())) < num_queries  # queries share positives
-    closer, closer_than_any, top1 = brute_force_ranking((grd @ sat.T).numpy(), positive.numpy(), semi.numpy())
+    closer, closer_not_covering, top1 = brute_force_ranking((grd @ sat.T).numpy(), positive.numpy(), semi.numpy())
     ranking = rank_queries(sat, grd, positive, semi, chunk_size=chunk_size)
     assert ranking.closer.tolist() == closer
-    assert ranking.closer_than_any.tolist() == closer_than_any
+    assert ranking.closer_not_covering.tolist() == closer_not_covering
     assert ranking.top1.tolist() == top1
     ks = [1, 2, 5, 10]
     assert ranking.recall(ks) == pytest.approx(percent(closer, ks))
-    assert ranking.recall()["r@1%"] == pytest.approx(percent(closer, [0.01 * num_refs])[f"r@{0.01 * num_refs}"])
-    assert ranking.hit_rate == pytest.approx(100 * np.mean(np.array(closer_than_any) == 0))
     assert ranking.hit_rate >= ranking.recall([1])["r@1"]
 
 
-def test_a_semi_positive_on_top_is_a_hit_but_not_found_at_one():
-    sat = torch.eye(4)
-    grd = torch.tensor([[0.2, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # query 0: tile 1 first, its positive 0 second
-    ranking = rank_queries(sat, grd, torch.tensor([0, 2]), torch.tensor([[1], [3]]))
-    assert ranking.closer.tolist() == [1, 0] and ranking.top1.tolist() == [1, 2]
-    assert ranking.recall([1])["r@1"] == 50.0 and ranking.hit_rate == 100.0
-    assert rank_queries(sat, grd, torch.tensor([0, 2])).hit_rate == 50.0  # without semi-positives: recall@1
+@pytest.mark.parametrize(("num_refs", "num_queries", "seed"), [(30, 45, 0), (100, 60, 1), (200, 90, 2), (257, 80, 3)])
+def test_recall_and_hit_rate_equal_vigors_official_evaluation(num_refs, num_queries, seed):
+    sat, grd, positive, semi = gallery_case(num_refs, num_queries, seed)
+    labels = torch.cat([positive[:, None], semi], dim=1).numpy()
+    official = vigor_validate_top(grd.numpy(), sat.numpy(), labels)
+    ranking = rank_queries(sat, grd, positive, semi, chunk_size=16)
+    recall = ranking.recall()
+    assert recall["r@1"] == pytest.approx(official["r@1"]) and recall["r@5"] == pytest.approx(official["r@5"])
+    assert recall["r@1%"] == pytest.approx(official["r@1%"])
+    assert ranking.hit_rate == pytest.approx(official["hit"])
+
+
+def test_one_percent_of_a_gallery_of_exactly_100_tiles_allows_one_closer_tile_as_vigors_code_does():
+    # VIGOR's cut-off is int(0.01 * R) + 1: with R = 100 a query with one closer tile is found at 1%
+    # (TransGeo and Sample4Geo count R // 100 = 1 position, which would not find it).
+    sat = torch.eye(100)
+    grd = torch.zeros(3, 100)
+    grd[0, 0] = 1.0  # positive 0 first
+    grd[1, :2] = torch.tensor([0.5, 1.0])  # positive 0 second, behind tile 1
+    grd[2, :3] = torch.tensor([0.5, 1.0, 1.0])  # positive 0 third
+    ranking = rank_queries(sat, grd, torch.zeros(3, dtype=torch.int64))
+    assert ranking.closer.tolist() == [0, 1, 2]
+    assert ranking.recall()["r@1%"] == pytest.approx(200 / 3)
+
+
+def test_a_semi_positive_on_top_is_a_hit_only_when_no_other_tile_lies_between_it_and_the_positive():
+    sat = torch.eye(5)
+    # query 0: semi-positive 1 first, positive 0 second: a hit. Query 1: semi-positive 1 first, then tile 4
+    # (it does not cover the query), then the positive 0: no hit, though its top-1 tile covers it.
+    grd = torch.tensor([[0.5, 1.0, 0.0, 0.0, 0.0], [0.2, 1.0, 0.0, 0.0, 0.6]])
+    ranking = rank_queries(sat, grd, torch.tensor([0, 0]), torch.tensor([[1, 2], [1, 2]]))
+    assert ranking.closer.tolist() == [1, 2] and ranking.top1.tolist() == [1, 1]
+    assert ranking.closer_not_covering.tolist() == [0, 1]
+    assert ranking.recall([1])["r@1"] == 0.0 and ranking.hit_rate == 50.0
+    assert rank_queries(sat, grd, torch.tensor([0, 0])).hit_rate == 0.0  # without semi-positives: recall@1
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 97])
@@ -264,7 +369,7 @@ def test_ranking_of_paired_queries_equals_recall_at_k(chunk_size):
     ks = list(range(1, 99))
     ranking = rank_queries(sat, grd, torch.arange(97), chunk_size=chunk_size)
     assert ranking.recall(ks) == recall_at_k(sat, grd, ks, chunk_size=chunk_size)["p2s"]
-    assert ranking.recall() == recall_at_k(sat, grd)["p2s"]
+    assert ranking.recall() == recall_at_k(sat, grd)["p2s"]  # 0.97 and int(0.97) + 1 find the same counts
 
 
 @pytest.mark.parametrize(
@@ -286,9 +391,9 @@ def test_ranking_mistakes_raise_one_line_errors(call, message):
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_ranking_over_processes_equals_one_process(world, tmp_path):
-    sat, grd, positive, semi = gallery_case(33, 26, seed=world)  # 7 chunks of 5 reference rows, 3 in the last
+    sat, grd, positive, semi = gallery_case(33, 26, seed=world)  # 6 chunks of 5 queries, 1 in the last
     one = rank_queries(sat, grd, positive, semi, chunk_size=5)
-    expected = {"closer": one.closer, "closer_than_any": one.closer_than_any, "top1": one.top1}
+    expected = {"closer": one.closer, "closer_not_covering": one.closer_not_covering, "top1": one.top1}
     for result in run_in_processes(sharded_ranking, world, tmp_path, sat, grd, positive, semi):
         assert {key: value.tolist() for key, value in result.items()} == \
             {key: value.tolist() for key, value in expected.items()}
