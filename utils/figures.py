@@ -269,9 +269,10 @@ def evaluation_retrievals(
 def view_title(title: str, turn_deg: float) -> str:
     """A query's title over a limited field of view: narrower than a panorama, so on lines of its own.
 
-    The panoramas have south at their left edge, so a slice turned by `turn_deg` starts at that bearing past 180.
+    The panoramas have south (bearing 180) at their left edge, and a slice turned by `turn_deg` starts that many
+    degrees to the left of it (`crop_field_of_view`).
     """
-    return title.replace(": ", ":\n", 1) + f"\nview from bearing {round(180 + turn_deg) % 360} deg"
+    return title.replace(": ", ":\n", 1) + f"\nview from bearing {round(180 - turn_deg) % 360} deg"
 
 
 # --------------------------------------------------------------------------------------------- results table

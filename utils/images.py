@@ -65,20 +65,23 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def field_of_view_width(width: int, fov_deg: float) -> int:
-    """Columns of a `width`-column 360-degree panorama that `fov_deg` degrees span (at least 1)."""
-    return max(1, int(round(width * fov_deg / 360.0)))
+    """Columns of a `width`-column 360-degree panorama that `fov_deg` degrees span: DSM's `int(FOV / 360 * W)`,
+    truncated as its code does, and at least 1."""
+    return max(1, int(fov_deg / 360 * width))
 
 
 def crop_field_of_view(panorama: torch.Tensor, fov_deg: float, shift_deg: float = 0.0) -> torch.Tensor:
-    """A limited field of view of a 360-degree panorama (columns last): shift by `shift_deg`, keep the first slice.
+    """A limited field of view of a 360-degree panorama (columns last), cut as DSM's code cuts it.
 
-    DSM's protocol: the panorama is rolled circularly so that column floor(shift / 360 * W) comes first, then
-    the first `field_of_view_width(W, fov_deg)` columns are kept. 360 degrees and no shift give the input itself.
+    DSM (generate_test_data_cvact.py) turns a panorama of W columns by `s = int(shift_deg * W / 360)` columns,
+    keeping columns `((j - s) % W)[:field_of_view_width(W, fov_deg)]` for j = 0, 1, ...: its first kept column
+    is column W - s, so the view starts `shift_deg` to the left of the panorama's left edge. 360 degrees and no
+    shift give the input itself.
     """
     width = panorama.shape[-1]
-    start = int(np.floor(shift_deg % 360.0 / 360.0 * width))
-    columns = (torch.arange(field_of_view_width(width, fov_deg)) + start) % width
-    if start == 0 and len(columns) == width:
+    shift = int(shift_deg * width / 360)
+    columns = (torch.arange(field_of_view_width(width, fov_deg)) - shift) % width
+    if len(columns) == width and shift % width == 0:
         return panorama
     return panorama.index_select(-1, columns)
 

@@ -11,23 +11,41 @@ from utils.images import crop_field_of_view, field_of_view_width
 SAT, GRD = (64, 64), (32, 128)
 
 
+def dsm_crop(image: np.ndarray, fov: float, shift: int) -> np.ndarray:
+    """DSM's limited field of view (generate_test_data_cvact.py of its repository), on an H x W x C image."""
+    width = image.shape[1]
+    grd_width = int(fov / 360 * width)
+    j = np.arange(0, width)
+    return image[:, ((j - shift) % width)[:grd_width], :]
+
+
 def numbered_panorama(width: int = 128) -> torch.Tensor:
-    """A uint8 CHW panorama whose every column holds its own number."""
-    return torch.arange(width, dtype=torch.uint8).expand(3, 4, width).clone()
+    """A uint8 CHW panorama whose every column holds its own number (modulo 256)."""
+    return (torch.arange(width) % 256).to(torch.uint8).expand(3, 4, width).clone()
 
 
-@pytest.mark.parametrize(("fov", "turn"), [(90, 0), (90, 100), (70, 359.9), (360, 45), (180, 720.5), (1, 12)])
-def test_the_crop_is_the_shift_then_the_first_slice_column_by_column(fov, turn):
-    panorama = numbered_panorama()
+@pytest.mark.parametrize("width", [512, 128, 100, 384, 616])
+@pytest.mark.parametrize("fov", [360, 180, 120, 90, 70, 45, 1])
+@pytest.mark.parametrize("turn", [0, 30, 100.5, 180, 291.3, 359.9])
+def test_the_crop_keeps_dsms_columns(width, fov, turn):
+    panorama = numbered_panorama(width)
     crop = crop_field_of_view(panorama, fov, turn)
-    start = int(np.floor(turn % 360 / 360 * 128))
-    expected = [(start + column) % 128 for column in range(max(1, round(128 * fov / 360)))]
-    assert crop.shape == (3, 4, len(expected)) and crop.dtype == torch.uint8
-    assert crop[0, 0].tolist() == expected and (crop == crop[:1, :1]).all()
+    shift = int(turn * width / 360)  # DSM: int(a * W * noise / 360), the turn being a * noise degrees
+    expected = dsm_crop(np.asarray(panorama.permute(1, 2, 0)), fov, shift)
+    assert crop.dtype == torch.uint8 and crop.shape == (3, 4, max(1, expected.shape[1]))
+    if expected.shape[1]:
+        np.testing.assert_array_equal(crop.permute(1, 2, 0).numpy(), expected)
+
+
+def test_the_issues_worked_examples():
+    columns = torch.arange(512)[None]  # one row holding its columns' numbers
+    crop = crop_field_of_view(columns, 90, 30)  # a shift of 42 columns: from 470 round to 85
+    assert crop[0].tolist() == [*range(470, 512), *range(0, 86)]
+    assert crop_field_of_view(columns, 70, 0).shape[-1] == 99
 
 
 def test_widths_follow_the_field_of_view():
-    assert [field_of_view_width(512, fov) for fov in (360, 180, 90, 70, 0.1)] == [512, 256, 128, 100, 1]
+    assert [field_of_view_width(512, fov) for fov in (360, 180, 90, 70, 120, 0.1)] == [512, 256, 128, 99, 170, 1]
 
 
 def test_without_a_limit_or_a_turn_the_panorama_is_left_alone():
