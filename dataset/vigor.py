@@ -129,7 +129,10 @@ class VIGOR(Dataset):
 
     A sample is {"grd": uint8 CHW RGB, "index", "id", "positive": the positive tile's index in the gallery,
     "semi_positives": int64 (3,), "latlon": float64 (2,) the panorama's position, "delta": float32 (4, 2) its
-    (delta_y, delta_x) pixel offsets from the four tiles' centres}; with `pairs` also "sat", the positive tile.
+    (delta_y, delta_x) offsets from the four tiles' centres}; with `pairs` also "sat", the positive tile.
+    The deltas are read as the label files give them, in the tile's pixels with VIGOR's sign convention:
+    delta_y to the south (down the image), delta_x to the west, so the panorama stands at row H/2 + delta_y,
+    column W/2 - delta_x, and VIGOR's evaluate_from_npy.py places it at `centre - Lat_Lng(centre) * delta / 320`.
     Training reads pairs; evaluation reads the panoramas alone and the gallery apart. With `cache_dir` the
     images of both are decoded once into memory-mapped arrays there (`utils.image_cache`).
     """
@@ -184,6 +187,7 @@ class VIGOR(Dataset):
                                        f"{len(fields)}: {line[:120]!r}")
                 try:
                     latlon.append(panorama_latlon(fields[0]))
+                    # (delta_y to the south, delta_x to the west) of each tile, as VIGOR's code reads them
                     delta.append([[float(fields[k + 1]), float(fields[k + 2])] for k in range(1, LABEL_COLUMNS, 3)])
                 except ValueError as exc:
                     raise DatasetError(f"{where}: {exc}") from None

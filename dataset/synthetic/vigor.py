@@ -7,7 +7,8 @@ positive. The cities are regions of one map, west to east, `REGION_GAP_M` apart,
 
 Positions are written as latitude and longitude, from the map's geodetic origin (`ORIGIN_LAT_DEG`,
 `ORIGIN_LON_DEG`) at its north-west corner, on a sphere of `EARTH_RADIUS_M`. A label's delta_y and delta_x
-are the panorama's offset from the tile's centre in the tile's pixels, y to the south (down), x to the east.
+are the panorama's offset from the tile's centre in the tile's pixels with VIGOR's sign convention: y to the
+south (down the image), x to the west, so that VIGOR's `centre - Lat_Lng(centre) * delta / half width` places it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def write_city(root: Path, city: City, world: World, pano_ids: list[str], seed: 
     for p, name in enumerate(pano_names):
         fields = [name]
         for k in range(4):
-            delta_y, delta_x = city.offsets_m[p, k] * pixels_per_m
+            south, east = city.offsets_m[p, k] * pixels_per_m
+            delta_y, delta_x = south, -east  # VIGOR's x counts to the west
             fields += [tile_names[city.labels[p, k]], f"{delta_y:.4f}", f"{delta_x:.4f}"]
         lines.append(" ".join(fields) + "\n")
     same_area_test = np.random.default_rng([seed, VIGOR_STREAM, city_index]).permutation(len(lines))[: len(lines) // 2]

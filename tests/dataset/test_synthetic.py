@@ -252,16 +252,53 @@ def test_vigor_panoramas_lie_on_their_positive_and_three_semi_positives(written)
             tiles = np.array([satellite_latlon(name) for name in row[1::3]])
             assert len(set(row[1::3])) == 4
             delta_m = np.array(row[1:]).reshape(4, 3)[:, 1:].astype(float) * metres_per_pixel
-            # the offsets in the labels agree with the positions in the names: y to the south, x to the east
+            # the offsets in the labels agree with the positions in the names: y to the south, x to the west
             south = haversine_m(tiles, np.stack([np.full(4, pano[0]), tiles[:, 1]], 1)) * np.sign(tiles[:, 0] - pano[0])
-            east = haversine_m(tiles, np.stack([tiles[:, 0], np.full(4, pano[1])], 1)) * np.sign(pano[1] - tiles[:, 1])
-            np.testing.assert_allclose(delta_m, np.stack([south, east], 1), atol=0.3)
+            west = haversine_m(tiles, np.stack([tiles[:, 0], np.full(4, pano[1])], 1)) * np.sign(tiles[:, 1] - pano[1])
+            np.testing.assert_allclose(delta_m, np.stack([south, west], 1), atol=0.3)
             assert np.abs(delta_m).max() <= SAT_FOOTPRINT_M / 2 + 0.3  # every tile covers the panorama
             assert np.abs(delta_m[0]).max() <= SAT_FOOTPRINT_M / 4 + 0.3  # in the positive's central quarter
             distances = haversine_m(np.repeat(pano[None], 4, 0), tiles)
             assert distances.argmin() == 0
             off_centre.append(distances[0])
     assert max(off_centre) > 5.0  # panoramas stand at random places, not at tile centres
+
+
+def vigor_gps2distance(lat_a: float, lng_a: float, lat_b: float, lng_b: float) -> float:
+    """VIGOR's great-circle distance in metres (evaluate_from_npy.py of its repository)."""
+    lat_a, lat_b, lng_a, lng_b = (value * np.pi / 180.0 for value in (lat_a, lat_b, lng_a, lng_b))
+    radius = 6371004.0
+    cosine = np.sin(lat_a) * np.sin(lat_b) + np.cos(lat_a) * np.cos(lat_b) * np.cos(lng_a - lng_b)
+    return float(radius * np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def vigor_lat_lng(lat_a: float, distance_m: float) -> np.ndarray:
+    """VIGOR's degrees of latitude and longitude that `distance_m` metres span at latitude `lat_a` (its Lat_Lng)."""
+    lat = lat_a * np.pi / 180.0
+    radius = 6371004.0
+    delta_lat = np.arccos(np.cos(distance_m / radius))
+    delta_lng = np.arccos((np.cos(distance_m / radius) - np.sin(lat) * np.sin(lat)) / np.cos(lat) / np.cos(lat))
+    return np.array([delta_lat, delta_lng]) * 180.0 / np.pi
+
+
+def test_vigors_own_formula_places_every_panorama_from_each_tile_and_its_deltas(written):
+    # evaluate_from_npy.py: position = tile centre - Lat_Lng(centre, half a tile in metres) * delta / half a tile
+    # in pixels, with VIGOR's 320 pixels of 0.114 m replaced by the synthetic tiles' own half width and scale.
+    from dataset.vigor import CITIES, panorama_latlon, satellite_latlon
+
+    vigor = written[0] / "VIGOR"
+    half_pixels = SAT_SIZE[0] / 2
+    half_metres = half_pixels * SAT_FOOTPRINT_M / SAT_SIZE[0]
+    errors = []
+    for city in CITIES:
+        for row in vigor_labels(vigor, city):
+            truth = panorama_latlon(row[0])
+            for name, delta_y, delta_x in np.array(row[1:]).reshape(4, 3):
+                centre = np.array(satellite_latlon(name))
+                delta = np.array([float(delta_y), float(delta_x)])
+                position = centre - vigor_lat_lng(centre[0], half_metres) * delta / half_pixels
+                errors.append(vigor_gps2distance(*truth, *position))
+    assert len(errors) > 40 and max(errors) < 0.5
 
 
 def test_vigor_cities_are_apart_and_read_by_the_dataset_in_both_modes(written):
