@@ -29,7 +29,8 @@ from engine.build import (
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import OPTIONS_FILE, continue_options, stored_options
-from utils.checkpoint import BEST_METRIC, is_lightning, is_published, read_checkpoint
+from engine.run_lock import hold_run_folder
+from utils.checkpoint import BEST_METRIC, CheckpointError, is_lightning, is_published, read_checkpoint
 from utils.cli import (
     RUN_DIR_ENV,
     TESTING_ONLY,
@@ -67,6 +68,25 @@ def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
     return 0, 0
 
 
+def resumed_checkpoint(opt: argparse.Namespace) -> dict[str, Any]:
+    """The last checkpoint of the run folder `--resume` names (`opt.checkpoint` becomes its path), or a line
+    saying why there is none to continue from and what to do instead."""
+    run = Path(opt.resume)
+    opt.checkpoint = str(run / "last.ckpt")
+    if not Path(opt.checkpoint).is_file():
+        if (run / OPTIONS_FILE).is_file():
+            raise UsageError(f"--resume {run}: the run stopped before its first checkpoint (during its first epoch), "
+                             f"so there is nothing to continue; start it again with the options in "
+                             f"{run / OPTIONS_FILE}")
+        raise UsageError(f"--resume {run}: no last.ckpt there; expected a run folder written by train.py")
+    try:
+        return read_checkpoint(opt.checkpoint)
+    except CheckpointError as exc:
+        best = run / "best.ckpt"
+        instead = (f"; --checkpoint {best} starts again from the best epoch" if best.is_file() else "")
+        raise CheckpointError(f"--resume {run}: {exc}{instead}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     opt, given = parse_options(build_parser(__doc__), argv)
     if opt.test:  # the authors' one entry point tested with --test; test.py runs the same
@@ -74,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return test_main(argv)
     start_logging()
-    if opt.resume:
-        opt.checkpoint = str(Path(opt.resume) / "last.ckpt")
-        if not Path(opt.checkpoint).is_file():
-            raise UsageError(f"--resume {opt.resume}: no last.ckpt there; expected a run folder written by train.py")
-    ckpt = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
+    ckpt = resumed_checkpoint(opt) if opt.resume else read_checkpoint(opt.checkpoint) if opt.checkpoint else None
     continuing = ckpt is not None and is_lightning(ckpt)
     if opt.resume and not continuing:
         raise UsageError(f"--resume {opt.resume}: {opt.checkpoint} is not a checkpoint written by train.py")
@@ -119,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_train")),
                               devices)
     same_folder = run_dir == continued_run
+    if is_first_process():
+        hold_run_folder(run_dir)
     log = setup_logging(run_dir)
     options = {key: value for key, value in vars(opt).items() if key not in ("resume", "test")}
     if is_first_process():

@@ -77,6 +77,44 @@ def resume_without_a_run(world, tmp_path):
     return world, ["--resume", str(tmp_path)], "no last.ckpt there"
 
 
+def utf16_split(world, tmp_path):
+    root = cvusa_copy(world, tmp_path)
+    split = root / "CVUSA" / "splits" / "train-19zl.csv"
+    split.write_bytes(split.read_text().encode("utf-16"))
+    return root, [], "train-19zl.csv is UTF-16 text (what Windows PowerShell's '>' writes); save it as UTF-8"
+
+
+def split_with_a_header_row(world, tmp_path):
+    root = cvusa_copy(world, tmp_path)
+    split = root / "CVUSA" / "splits" / "train-19zl.csv"
+    split.write_text("aerial,ground,annotation\n" + split.read_text())
+    return root, [], "train-19zl.csv line 1: 'aerial,ground,annotation' is a header row"
+
+
+def resume_of_a_run_stopped_in_its_first_epoch(world, tmp_path):
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "options.json").write_text("{}")
+    return world, ["--resume", str(run)], (f"--resume {run}: the run stopped before its first checkpoint (during its "
+                                           f"first epoch), so there is nothing to continue; start it again with the "
+                                           f"options in {run / 'options.json'}")
+
+
+def resume_with_a_truncated_last_checkpoint(world, tmp_path):
+    run = tmp_path / "damaged"
+    run.mkdir()
+    torch.save({"epoch": 3, "weights": torch.zeros(100_000)}, run / "best.ckpt")
+    (run / "last.ckpt").write_bytes((run / "best.ckpt").read_bytes()[:50_000])
+    return world, ["--resume", str(run)], f"; --checkpoint {run / 'best.ckpt'} starts again from the best epoch"
+
+
+def cache_dir_that_cannot_be_written(world, tmp_path):
+    # A file where the folder should be; a read-only folder cannot be made here, where the tests run as root.
+    (tmp_path / "a_file").write_text("")
+    cache = tmp_path / "a_file" / "cache"
+    return world, ["--cache_dir", str(cache)], f"--cache_dir {cache}: cannot write the cache of"
+
+
 def both_datasets(world, tmp_path):
     return world, ["--CVACT"], "pass one of --CVUSA, --CVACT and --VIGOR, not --CVUSA and --CVACT"
 
@@ -87,7 +125,9 @@ def no_cpu_processes(world, tmp_path):
 
 @pytest.mark.parametrize("case", [missing_root, missing_split_file, malformed_csv_line, empty_split, missing_image,
                                   undecodable_image, batch_larger_than_split, unknown_gpu_value,
-                                  unwritable_results_dir, resume_without_a_run, both_datasets, no_cpu_processes])
+                                  unwritable_results_dir, resume_without_a_run, both_datasets, no_cpu_processes,
+                                  utf16_split, split_with_a_header_row, resume_of_a_run_stopped_in_its_first_epoch,
+                                  resume_with_a_truncated_last_checkpoint, cache_dir_that_cannot_be_written])
 def test_train_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case, monkeypatch, capsys):
     root, extra, message = case(tiny_world, tmp_path)
     args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", *extra)
@@ -113,6 +153,8 @@ def test_an_image_that_fails_in_a_loader_worker_ends_the_script_with_one_line(ti
     args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", "--num_workers", "1")
     result = run_script("train.py", *args, cwd=tmp_path)
     assert_one_line_error(result.returncode, result.stderr, message)
+    (log,) = (tmp_path / "results").glob("*/log.txt")
+    assert f"error: {message}" in log.read_text().splitlines()[-1]  # the run's log says how it ended
 
 
 def act_data_without_utm(world, tmp_path):

@@ -270,7 +270,7 @@ def default_run_name(prefix: str) -> str:
 
 def write_json_atomically(path: Path, data: dict) -> None:
     """Readers never see half a file: write beside it, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share a temporary file
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -294,11 +294,20 @@ def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[B
             traceback.print_exc()
         if is_first_process() or _joined_the_job():  # before joining, every process meets the same mistake
             print(f"error: {_one_line(exc)}", file=sys.stderr)
+            _to_run_log(f"error: {_one_line(exc)}")
         _leave(2)
     except Exception as exc:
         if not (_in_distributed_job() and _a_peer_failed(exc)) or "--debug" in sys.argv:
             raise
         _leave(2)
+
+
+def _to_run_log(message: str) -> None:
+    """The line into the run folder's log.txt too, where one was set up (the console has it already)."""
+    record = logging.LogRecord("cvgl", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger("cvgl").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _joined_the_job() -> bool:
