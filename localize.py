@@ -202,9 +202,10 @@ def load_index(path: Path) -> GalleryIndex:
             gallery = Gallery([str(i) for i in arrays["ids"]], [str(p) for p in arrays["paths"]], positions,
                               config.pop("source"), stamps)
             return GalleryIndex(gallery, arrays["descriptors"].astype(np.float32), config)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"--index {path}: not an index written by localize.py ({type(exc).__name__}: {exc}); "
-                         "pass --rebuild_index to overwrite it") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        what = "an empty file (0 bytes)" if path.stat().st_size == 0 else \
+            f"not an index written by localize.py ({type(exc).__name__}: {exc})"
+        raise UsageError(f"--index {path}: {what}; pass --rebuild_index to overwrite it") from None
 
 
 def stale_reason(index: GalleryIndex, config: dict[str, Any], gallery: Gallery | None) -> str | None:

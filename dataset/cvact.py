@@ -109,6 +109,10 @@ def read_act_data(path: str, split: str) -> tuple[list[str], np.ndarray, np.ndar
     """All panoIds, their (N, 2) float64 UTM positions, and the split's validated 1-based int64 indices."""
     if not os.path.isfile(path):
         raise DatasetError(f"CVACT index file {path} does not exist; expected a MATLAB file with {EXPECTED_FIELDS}")
+    with open(path, "rb") as handle:
+        if handle.read(19) == b"MATLAB 7.3 MAT-file":
+            raise DatasetError(f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it as v7 in "
+                               f"MATLAB or Octave: load('{path}'); save('{path}', '-v7')")
     try:
         mat = scipy.io.loadmat(path)
     except Exception as exc:  # scipy raises many types for a foreign, truncated or v7.3 (HDF5) file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 TRAIN_CSV = "train-19zl.csv"
 VAL_CSV = "val-19zl.csv"
 SPLITS = ("train", "val")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EXAMPLE_LINE = "bingmap/19/0000001.jpg,streetview/panos/0000001.jpg,streetview/annotations/0000001.png"
 
 
@@ -109,20 +111,33 @@ def read_split_csv(path: str) -> list[tuple[str, str, str]]:
     """(id, aerial path, panorama path) per line of a 19zl-style CSV; the id is the first column's file stem."""
     if not os.path.isfile(path):
         raise DatasetError(f"CVUSA split file {path} does not exist; expected lines like {EXAMPLE_LINE}")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in raw[:4096]:
+        raise DatasetError(f"CVUSA split file {path} is UTF-16 text (what Windows PowerShell's '>' writes); save it "
+                           "as UTF-8, for example with: iconv -f UTF-16 -t UTF-8 in.csv > out.csv")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"CVUSA split file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           f"expected lines like {EXAMPLE_LINE}") from None
     rows = []
-    with open(path, encoding="utf-8-sig") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = [field.strip() for field in line.split(",")]
-            pair_id = os.path.splitext(os.path.basename(fields[0]))[0]
-            if len(fields) < 2 or not pair_id or not fields[1]:
-                raise DatasetError(
-                    f"{path} line {line_number}: expected 'aerial_path,panorama_path,annotation_path' "
-                    f"like {EXAMPLE_LINE}, got {line!r}"
-                )
-            rows.append((pair_id, fields[0], fields[1]))
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        pair_id = os.path.splitext(os.path.basename(fields[0]))[0]
+        if len(fields) < 2 or not pair_id or not fields[1]:
+            raise DatasetError(
+                f"{path} line {line_number}: expected 'aerial_path,panorama_path,annotation_path' "
+                f"like {EXAMPLE_LINE}, got {line!r}"
+            )
+        if not fields[0].lower().endswith(IMAGE_SUFFIXES):
+            what = "a header row, which 19zl split files do not have: remove it" if not rows else "no image path"
+            raise DatasetError(f"{path} line {line_number}: {line[:80]!r} is {what}; expected lines like "
+                               f"{EXAMPLE_LINE}")
+        rows.append((pair_id, fields[0], fields[1]))
     if not rows:
         raise DatasetError(f"CVUSA split file {path} lists no image pairs; expected lines like {EXAMPLE_LINE}")
     return rows

@@ -20,11 +20,12 @@ from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from utils.checkpoint import CheckpointError
 from utils.cli import Devices, UsageError, dataset_name
+from utils.image_cache import CacheDirError
 from utils.images import ImageReadError
 
 # A user's mistake, reported in one line with exit code 2 by every entry point.
 KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError, PretrainedWeightsUnavailable,
-                NonFiniteLossError)
+                NonFiniteLossError, CacheDirError)
 
 
 def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:

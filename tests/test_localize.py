@@ -144,6 +144,9 @@ def test_user_mistakes_get_one_line(tiny_trained_run, tmp_path, monkeypatch, cap
     (tmp_path / "junk.npz").write_text("not an index")
     with pytest.raises(UsageError, match="junk.npz: not an index written by localize.py"):
         localize.main(localize_args(checkpoint, "--index", str(tmp_path / "junk.npz")))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"empty.npz: an empty file \(0 bytes\); pass --rebuild_index to overwrite it"):
+        localize.main(localize_args(checkpoint, "--index", str(tmp_path / "empty.npz")))
 
     capsys.readouterr()
     code = run_entry_point(localize.main, localize.KNOWN_ERRORS,

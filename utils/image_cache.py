@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.images import read_rgb, to_chw_tensor
+from utils.images import ImageReadError, read_rgb, to_chw_tensor
 
 log = logging.getLogger("cvgl")
 
@@ -116,20 +116,31 @@ class CachedImages(DecodedImages):
         manifest = file_manifest(self.paths)
         reason = self._stale_reason(manifest)
         if reason is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _locked(self.path):
-                reason = self._stale_reason(manifest)  # another process may have built it while this one waited
+            try:
+                self._build(manifest)
+            except ImageReadError:  # an image's own fault, named as such
+                raise
+            except OSError as exc:  # a read-only or full cache folder: say so in one line
+                raise CacheDirError(f"--cache_dir {self.path.parent}: cannot write the cache of {self.what} there "
+                                    f"({exc.strerror or exc}); give a writable folder with room for it, or leave "
+                                    "--cache_dir out to decode the images every epoch") from None
+
+    def _build(self, manifest: list[list]) -> None:
+        """Build the cache file, once among the processes that share the folder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.path):
+            reason = self._stale_reason(manifest)  # another process may have built it while this one waited
+            if reason is not None:
+                action = "decoding" if reason == NO_CACHE else "rebuilding it, decoding"
+                log.info(f"cache {self.path}: {reason}; {action} {len(self)} {self.what} at "
+                         f"{self.size_hw[0]}x{self.size_hw[1]} once")
+                start = time.perf_counter()
+                build_cache(self.path, self.paths, self.size_hw, manifest, self.workers)
+                seconds = time.perf_counter() - start
+                log.info(f"cache {self.path}: {len(self)} {self.what} written in {seconds:.0f} s")
+                reason = self._stale_reason(manifest)
                 if reason is not None:
-                    action = "decoding" if reason == NO_CACHE else "rebuilding it, decoding"
-                    log.info(f"cache {self.path}: {reason}; {action} {len(self)} {self.what} at "
-                             f"{self.size_hw[0]}x{self.size_hw[1]} once")
-                    start = time.perf_counter()
-                    build_cache(self.path, self.paths, self.size_hw, manifest, self.workers)
-                    seconds = time.perf_counter() - start
-                    log.info(f"cache {self.path}: {len(self)} {self.what} written in {seconds:.0f} s")
-                    reason = self._stale_reason(manifest)
-                    if reason is not None:
-                        raise RuntimeError(f"cache {self.path} is unusable right after it was built: {reason}")
+                    raise RuntimeError(f"cache {self.path} is unusable right after it was built: {reason}")
 
     def _stale_reason(self, manifest: list[list]) -> str | None:
         """Why the cache file cannot serve these images, or None when it can (and then it is mapped)."""
@@ -147,6 +158,10 @@ class CachedImages(DecodedImages):
             return difference
         self._array, self._crcs, self._file_id = array, crcs, _file_id(self.path)
         return None
+
+
+class CacheDirError(ValueError):
+    """The cache folder cannot take a cache that must be built (read-only, full): a user's mistake, in one line."""
 
 
 class CacheFileError(ValueError):

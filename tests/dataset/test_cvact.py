@@ -104,6 +104,15 @@ def test_missing_mat_file_is_named(fake_cvact_root):
         CVACT(fake_cvact_root)
 
 
+def test_a_matlab_v73_file_is_named_with_how_to_resave_it(fake_cvact_root):
+    # A v7.3 MAT-file is HDF5 behind MATLAB's 128-byte text header, which begins like this.
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Dec  3 06:53:00 2026 HDF5 schema 1.00 ."
+    (fake_cvact_root / "ACT_data.mat").write_bytes(header.ljust(512, b" ") + b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(DatasetError, match=r"ACT_data\.mat is a MATLAB v7\.3 \(HDF5\) file, which scipy cannot read; "
+                                           r"re-save it as v7 .*'-v7'"):
+        CVACT(fake_cvact_root)
+
+
 def test_unreadable_mat_file_is_named(fake_cvact_root):
     (fake_cvact_root / "ACT_data.mat").write_bytes(b"no MATLAB here" * 20)
     with pytest.raises(DatasetError, match=r"ACT_data\.mat cannot be read as a MATLAB"):

@@ -134,6 +134,22 @@ def test_malformed_csv_line_is_named_with_its_number(fake_cvusa_root, bad_line):
         CVUSA(fake_cvusa_root, "val")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_split_file_is_named_with_what_to_do(fake_cvusa_root, encoding):
+    path = fake_cvusa_root / "splits" / "val-19zl.csv"
+    path.write_bytes(path.read_text().encode(encoding))  # utf-16 writes a byte order mark, the others do not
+    with pytest.raises(DatasetError, match=r"val-19zl\.csv is UTF-16 text .*save it as UTF-8, for example with: iconv"):
+        CVUSA(fake_cvusa_root, "val")
+
+
+def test_a_header_row_is_named_not_taken_for_a_missing_image(fake_cvusa_root):
+    path = fake_cvusa_root / "splits" / "val-19zl.csv"
+    path.write_text("sat,grd,annotation\n" + path.read_text())
+    with pytest.raises(DatasetError, match=r"val-19zl\.csv line 1: 'sat,grd,annotation' is a header row, which 19zl "
+                                           r"split files do not have: remove it"):
+        CVUSA(fake_cvusa_root, "val")
+
+
 def test_missing_images_are_named_with_the_expected_layout(fake_cvusa_root):
     (fake_cvusa_root / "grd" / "0000003.png").unlink()
     with pytest.raises(DatasetError) as error:
