@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dataset.cvact import CVACT, MAT_FILE
 from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
-from dataset.sampler import ConflictFreeBatchSampler
+from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, EpochSamples, ShuffledBatches
 from dataset.views import LimitedFieldOfView
 from dataset.vigor import VIGOR, VIGORGallery
 
@@ -28,8 +28,14 @@ def default_num_workers() -> int:
 class _CrossViewDataModule(pl.LightningDataModule):
     """Loaders shared by the benchmarks: shuffled training, ordered evaluation, workers kept alive.
 
+    Training batches and every random draw in them are fixed by `seed` and the epoch (`dataset.sampler`), and
+    this module shards them itself under DDP (the Trainer runs with use_distributed_sampler=False), so a run
+    gets the same batches on any number of loader workers, and a run interrupted mid-epoch continues with the
+    batches it would have had: its checkpoints carry where the epoch stood (`state_dict`). Evaluation is
+    sharded by DistributedSampler, whose padding the model drops by index.
+
     `fov` and `orientation_noise` (degrees) cut every panorama to a limited field of view after a random
-    turn (`LimitedFieldOfView`): drawn afresh in training, fixed per sample by `seed` in evaluation.
+    turn (`LimitedFieldOfView`): new every epoch in training, fixed per sample by `seed` in evaluation.
     `cache_dir` keeps the decoded images of every split and view there (`utils.image_cache`), so decoding is
     paid once, not every epoch. Reading the cache is then cheaper than handing batches between processes, so
     `num_workers` None means no worker processes with a cache (`benchmarks/README.md` has the figures) and one
@@ -72,12 +78,39 @@ class _CrossViewDataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     def view(self, split: str) -> LimitedFieldOfView | None:
-        """The panoramas' transform for `split`: none at 360 degrees without turns, fixed draws outside training."""
+        """The panoramas' transform for `split`: none at 360 degrees without turns. Training applies it per epoch
+        (`EpochSamples`), so the training split's dataset itself gets none (`transforms`)."""
         if self.fov == 360 and self.orientation_noise == 0:
             return None
-        return LimitedFieldOfView(self.fov, self.orientation_noise, seed=None if split == "train" else self.seed)
+        return LimitedFieldOfView(self.fov, self.orientation_noise, seed=self.seed)
+
+    def transforms(self, split: str) -> LimitedFieldOfView | None:
+        """What a split's dataset applies to its samples itself: the view, outside training."""
+        return None if split == "train" else self.view(split)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands, for a checkpoint: the epoch to continue and how many of its batches it trained.
+
+        Mirrors Lightning's loops: an epoch whose training ended (processed) continues with the next one from
+        its start; an epoch interrupted between two steps continues after the batches it trained.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        epochs = trainer.fit_loop.epoch_progress.current
+        mid_epoch = epochs.processed == epochs.completed
+        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed if mid_epoch else 0
+        return {"epoch": epochs.processed, "batches_done": batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if "epoch" in state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+    def train_batches(self) -> EpochBatches:
+        return ShuffledBatches(len(self.train_dataset), self.batch_size, seed=self.seed)
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool, **kwargs) -> DataLoader:
         if dataset is None:
@@ -95,13 +128,25 @@ class _CrossViewDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+        if self.train_dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")
+        batches = self.train_batches()
+        if self._resume_at is not None:  # the first loader after a checkpoint was loaded
+            batches.resume_at(*self._resume_at)
+            self._resume_at = None
+        return self._loader(EpochSamples(self.train_dataset, self.view("train")), self.batch_size, shuffle=False,
+                            batch_sampler=batches)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, self.batch_size_val, shuffle=False)
+    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
+        sharded = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        sampler = DistributedSampler(dataset, shuffle=False) if sharded and dataset is not None else None
+        return self._loader(dataset, self.batch_size_val, shuffle=False, sampler=sampler)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, self.batch_size_val, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loader(self.test_dataset)
 
 
 class CVUSADataModule(_CrossViewDataModule):
@@ -127,8 +172,8 @@ class CVUSADataModule(_CrossViewDataModule):
         self.val_csv = val_csv
 
     def _dataset(self, split: str) -> CVUSA:
-        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv, self.view(split),
-                     self.cache_dir)
+        return CVUSA(self.root, split, self.sat_size, self.grd_size, self.train_csv, self.val_csv,
+                     self.transforms(split), self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -164,7 +209,8 @@ class CVACTDataModule(_CrossViewDataModule):
         self.eval_split = eval_split
 
     def _dataset(self, split: str) -> CVACT:
-        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.view(split), self.cache_dir)
+        return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.transforms(split),
+                     self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -209,7 +255,7 @@ class VIGORDataModule(_CrossViewDataModule):
         self.gallery: VIGORGallery | None = None
 
     def _dataset(self, split: str) -> VIGOR:
-        return VIGOR(self.root, split, self.mode, self.sat_size, self.grd_size, self.view(split),
+        return VIGOR(self.root, split, self.mode, self.sat_size, self.grd_size, self.transforms(split),
                      cache_dir=self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
@@ -221,20 +267,10 @@ class VIGORDataModule(_CrossViewDataModule):
         if stage in (None, "test"):
             self.test_dataset = self.val_dataset
 
-    def train_dataloader(self) -> DataLoader:
-        sampler = ConflictFreeBatchSampler(self.train_dataset.labels, self.batch_size, seed=self.seed)
-        return self._loader(self.train_dataset, self.batch_size, shuffle=False, batch_sampler=sampler)
+    def train_batches(self) -> EpochBatches:
+        return ConflictFreeBatchSampler(self.train_dataset.labels, self.batch_size, seed=self.seed)
 
-    def _eval_loaders(self, queries: Dataset | None) -> list[DataLoader]:
-        loaders = []
-        for dataset in (queries, self.gallery):
-            sharded = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-            sampler = DistributedSampler(dataset, shuffle=False) if sharded and dataset is not None else None
-            loaders.append(self._loader(dataset, self.batch_size_val, shuffle=False, sampler=sampler))
-        return loaders
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(self.val_dataset)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(self.test_dataset)
+    def _eval_loader(self, queries: Dataset | None) -> list[DataLoader]:
+        """Two loaders: the queries, then the gallery they are ranked against."""
+        shard = super()._eval_loader
+        return [shard(dataset) for dataset in (queries, self.gallery)]

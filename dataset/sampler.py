@@ -1,14 +1,22 @@
-"""Training batches without false negatives, for galleries whose tiles overlap (VIGOR)."""
+"""Training batches fixed by (seed, epoch), the same on any number of workers and after any interruption.
+
+Every training batch sampler here yields lists of (epoch, index) keys: the dataset wrapper `EpochSamples`
+gives each sample its epoch, so random draws in loader workers (the limited field of view's turns) depend on
+(seed, epoch, index) alone. `EpochBatches.resume_at` skips the batches an interrupted epoch already trained.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
+
+from dataset.views import LimitedFieldOfView
 
 
 class EpochPermutation(Sampler[int]):
@@ -32,7 +40,92 @@ class EpochPermutation(Sampler[int]):
         return self.n
 
 
-class ConflictFreeBatchSampler(Sampler[list[int]]):
+class EpochSamples(Dataset):
+    """A training split read by the (epoch, index) keys of `EpochBatches`: the view's turn is drawn from
+    (seed, epoch, index), wherever and whenever the sample is read."""
+
+    def __init__(self, dataset: Dataset, view: LimitedFieldOfView | None = None) -> None:
+        self.dataset = dataset
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        sample = self.dataset[index]
+        return sample if self.view is None else self.view(sample, epoch)
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """This process's training batches of one epoch, as (epoch, index) keys; the epoch is its `sampler`'s.
+
+    Subclasses plan the job-wide batches of an epoch (`_job_batches`); every process takes its slice of each, so
+    the batches of all processes together are the job's batches, and all processes get as many of one size.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.sampler = EpochPermutation(n, seed)
+        self._resume: tuple[int, int] | None = None
+        self._plan: tuple[tuple[int, int, int], list[list[int]]] | None = None
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Start at `epoch`, without the first `batches_done` batches of it (trained before an interruption)."""
+        self.sampler.set_epoch(epoch)
+        self._resume = (epoch, batches_done)
+
+    @staticmethod
+    def _group() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _job_batches(self, world: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _batches(self) -> list[list[int]]:
+        rank, world = self._group()
+        key = (self.sampler.epoch, rank, world)
+        if self._plan is None or self._plan[0] != key:
+            mine = []
+            for batch in self._job_batches(world):
+                share = len(batch) // world
+                mine.append(batch[rank * share:(rank + 1) * share])
+            self._plan = (key, mine)
+        return self._plan[1]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        """The epoch's batches; in the epoch a run resumed in, without those it trained (Lightning may start
+        iterating that epoch twice), and from the next epoch on all of them."""
+        epoch, skip = self.sampler.epoch, 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        elif self._resume is not None:
+            self._resume = None
+        return iter([[(epoch, index) for index in batch] for batch in self._batches()[skip:]])
+
+    def __len__(self) -> int:
+        return math.ceil(self.sampler.n / (self.batch_size * self._group()[1]))
+
+
+class ShuffledBatches(EpochBatches):
+    """Batches of a fresh permutation each epoch; under DDP the last job-wide batch wraps around to the
+    permutation's start so that every process gets as many pairs (as DistributedSampler pads)."""
+
+    def _job_batches(self, world: int) -> list[list[int]]:
+        order = list(self.sampler)
+        size = self.batch_size * world
+        count = len(self)
+        batches = [order[start:start + size] for start in range(0, count * size, size)]
+        short = -len(batches[-1]) % world
+        batches[-1] = batches[-1] + order[:short]
+        return batches
+
+
+class ConflictFreeBatchSampler(EpochBatches):
     """Batches in which no panorama's positive tile covers another panorama of the batch.
 
     `labels[i]` is panorama i's positive tile, then its semi-positives. Panoramas i and j conflict when they
@@ -52,18 +145,11 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.labels = np.asarray(labels, np.int64)
-        self.batch_size = batch_size
-        self.sampler = EpochPermutation(len(self.labels), seed)
-        self._plan: tuple[tuple[int, int, int], list[list[int]]] | None = None
+        super().__init__(len(self.labels), batch_size, seed)
 
-    @staticmethod
-    def _group() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+    def _job_batches(self, world: int) -> list[list[int]]:
+        return self.job_batches(world)
 
     def job_batches(self, world: int = 1) -> list[list[int]]:
         """This epoch's job-wide batches: ceil(N / (batch_size * world)) of them, each at most that size."""
@@ -117,22 +203,6 @@ class ConflictFreeBatchSampler(Sampler[list[int]]):
                 return True
         return False
 
-    def _batches(self) -> list[list[int]]:
-        rank, world = self._group()
-        key = (self.sampler.epoch, rank, world)
-        if self._plan is None or self._plan[0] != key:
-            mine = []
-            for batch in self.job_batches(world):
-                share = len(batch) // world
-                mine.append(batch[rank * share:(rank + 1) * share])
-            self._plan = (key, mine)
-        return self._plan[1]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / (self.batch_size * self._group()[1]))
 
 
 class _Batch:

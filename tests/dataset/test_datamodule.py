@@ -3,13 +3,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from dataset import synthetic
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
 from dataset.datamodule import CVACTDataModule, CVUSADataModule, default_num_workers
 from dataset.errors import DatasetError
+from dataset.sampler import ShuffledBatches
 
 SAT, GRD = (64, 64), (32, 128)
 
@@ -28,7 +29,7 @@ def test_cvusa_fit_builds_train_and_val_and_batches_them(fake_cvusa_root):
     assert isinstance(module.train_dataset, CVUSA) and module.train_dataset.split == "train"
     assert len(module.train_dataset) == 4 and len(module.val_dataset) == 3 and module.test_dataset is None
     train_loader = module.train_dataloader()
-    assert isinstance(train_loader.sampler, RandomSampler) and not train_loader.drop_last
+    assert isinstance(train_loader.batch_sampler, ShuffledBatches) and len(train_loader) == 2
     batches = list(train_loader)
     assert [len(batch["id"]) for batch in batches] == [3, 1]
     batch = batches[0]
@@ -74,7 +75,7 @@ def test_cvact_test_loader_reads_the_eval_split(fake_cvact_root, eval_split, tes
 def test_cvact_fit_shuffles_train_only(fake_cvact_root):
     module = cvact_module(fake_cvact_root)
     module.setup("fit")
-    assert isinstance(module.train_dataloader().sampler, RandomSampler)
+    assert isinstance(module.train_dataloader().batch_sampler, ShuffledBatches)
     assert isinstance(module.val_dataloader().sampler, SequentialSampler)
     assert len(module.train_dataset) == 3 and len(module.val_dataset) == 2
 

@@ -5,7 +5,15 @@ import itertools
 import numpy as np
 import pytest
 
-from dataset.sampler import ConflictFreeBatchSampler
+from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, ShuffledBatches
+
+
+def indices(sampler) -> list[list[int]]:
+    """The sampler's batches as dataset indices, each key's epoch checked and dropped."""
+    epoch = sampler.sampler.epoch
+    batches = list(sampler)
+    assert all(key_epoch == epoch for batch in batches for key_epoch, _ in batch)
+    return [[index for _, index in batch] for batch in batches]
 
 
 def grid_labels(num: int, tiles_per_side: int, seed: int) -> np.ndarray:
@@ -41,7 +49,7 @@ def test_batches_are_free_of_conflicts_every_panorama_comes_once_and_epochs_have
     sampler = ConflictFreeBatchSampler(labels, batch_size, seed=seed)
     for epoch in range(3):
         sampler.sampler.set_epoch(epoch)
-        batches = list(sampler)
+        batches = indices(sampler)
         assert len(batches) == len(sampler) == -(-num // batch_size)  # as many as Lightning counted at the start
         assert all(len(batch) == batch_size for batch in batches[:-1])
         for batch in batches[:-1]:
@@ -53,7 +61,7 @@ def test_batches_are_free_of_conflicts_every_panorama_comes_once_and_epochs_have
 def test_when_conflicts_cannot_be_avoided_the_batches_keep_their_number_and_every_panorama():
     labels = grid_labels(150, 6, 1)  # 36 tiles for 150 panoramas: batches of 5 cannot all be free of conflicts
     sampler = ConflictFreeBatchSampler(labels, 5, seed=1)
-    batches = list(sampler)
+    batches = indices(sampler)
     assert len(batches) == 30 and sorted(itertools.chain(*batches)) == list(range(150))
     assert sum(conflicts(batch, labels) for batch in batches) < sum(
         conflicts(list(range(start, start + 5)), labels) for start in range(0, 150, 5))  # fewer than in file order
@@ -66,8 +74,8 @@ def test_the_order_is_fresh_each_epoch_and_the_same_for_the_same_epoch():
     for epoch in range(2):
         first.sampler.set_epoch(epoch)
         second.sampler.set_epoch(epoch)
-        epochs.append(list(first))
-        assert list(second) == epochs[-1]
+        epochs.append(indices(first))
+        assert indices(second) == epochs[-1]
     assert epochs[0] != epochs[1]
 
 
@@ -77,8 +85,8 @@ def test_each_process_takes_an_equal_slice_of_a_job_wide_batch_free_of_conflicts
     batch_size = 6
     per_rank = []
     for rank in range(world):
-        monkeypatch.setattr(ConflictFreeBatchSampler, "_group", staticmethod(lambda rank=rank: (rank, world)))
-        per_rank.append(list(ConflictFreeBatchSampler(labels, batch_size, seed=5)))
+        monkeypatch.setattr(EpochBatches, "_group", staticmethod(lambda rank=rank: (rank, world)))
+        per_rank.append(indices(ConflictFreeBatchSampler(labels, batch_size, seed=5)))
     assert {len(batches) for batches in per_rank} == {-(-203 // (batch_size * world))}
     seen = set()
     for number, step in enumerate(zip(*per_rank, strict=True)):
@@ -89,3 +97,38 @@ def test_each_process_takes_an_equal_slice_of_a_job_wide_batch_free_of_conflicts
             assert_conflict_free(job_batch, labels)  # --global_negatives sees them all at once
         seen.update(job_batch)
     assert seen == set(range(203))
+
+
+# ------------------------------------------------------------------------------ shuffled batches (CVUSA, CVACT)
+
+
+@pytest.mark.parametrize(("num", "batch_size", "world"), [(24, 4, 1), (25, 4, 1), (13, 5, 2), (203, 6, 3), (7, 3, 4)])
+def test_shuffled_batches_take_every_pair_once_per_epoch_in_equal_shares(num, batch_size, world, monkeypatch):
+    epochs = []
+    for epoch in range(2):
+        per_rank = []
+        for rank in range(world):
+            monkeypatch.setattr(EpochBatches, "_group", staticmethod(lambda rank=rank: (rank, world)))
+            sampler = ShuffledBatches(num, batch_size, seed=7)
+            sampler.sampler.set_epoch(epoch)
+            per_rank.append(indices(sampler))
+            assert len(per_rank[-1]) == len(sampler) == -(-num // (batch_size * world))
+        for step in zip(*per_rank, strict=True):
+            assert len({len(batch) for batch in step}) == 1 and 0 < len(step[0]) <= batch_size
+        pairs = list(itertools.chain(*itertools.chain(*per_rank)))
+        assert set(pairs) == set(range(num)) and len(pairs) == num + (-num % world)  # padded as DistributedSampler
+        epochs.append(per_rank)
+    assert epochs[0] != epochs[1]  # a fresh order each epoch, fixed by (seed, epoch)
+
+
+def test_a_resumed_epoch_skips_the_batches_it_trained_and_the_next_epoch_is_whole():
+    whole = ShuffledBatches(50, 4, seed=3)
+    whole.sampler.set_epoch(2)
+    expected = list(whole)
+    resumed = ShuffledBatches(50, 4, seed=3)
+    resumed.resume_at(2, 5)
+    assert list(resumed) == list(resumed) == expected[5:]
+    resumed.sampler.set_epoch(3)
+    assert len(list(resumed)) == len(resumed) == 13
+    resumed.sampler.set_epoch(2)
+    assert list(resumed) == expected  # the resumed epoch's skip is spent once training moved on

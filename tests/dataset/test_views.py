@@ -54,19 +54,16 @@ def test_without_a_limit_or_a_turn_the_panorama_is_left_alone():
     assert sample["grd"] is panorama and sample["turn_deg"] == 0.0
 
 
-def test_evaluation_draws_are_fixed_by_seed_and_index_training_draws_are_fresh():
+def test_evaluation_draws_are_fixed_by_seed_and_index_training_draws_by_seed_epoch_and_index():
     fixed = LimitedFieldOfView(90, 360, seed=10)
     turns = [fixed.turn_deg(index) for index in range(50)]
     assert turns == [LimitedFieldOfView(90, 360, seed=10).turn_deg(index) for index in range(50)]
     assert turns != [LimitedFieldOfView(90, 360, seed=11).turn_deg(index) for index in range(50)]
     assert all(0 <= turn < 360 for turn in turns) and max(turns) - min(turns) > 180
     assert all(0 <= LimitedFieldOfView(90, 20, seed=1).turn_deg(index) < 20 for index in range(50))
-    fresh = LimitedFieldOfView(90, 360)
-    torch.manual_seed(0)
-    first = [fresh.turn_deg(0) for _ in range(5)]
-    assert len(set(first)) == 5  # the same sample, a new turn each time
-    torch.manual_seed(0)
-    assert [fresh.turn_deg(0) for _ in range(5)] == first  # from torch's random state, so runs reproduce
+    epochs = [[fixed.turn_deg(3, epoch) for epoch in range(5)] for _ in range(2)]
+    assert len(set(epochs[0])) == 5 and epochs[0] == epochs[1]  # a new turn each epoch, the same on every call
+    assert turns[3] not in epochs[0]  # training's draws are not evaluation's
 
 
 @pytest.mark.parametrize(("fov", "noise"), [(0, 0), (361, 0), (90, -1), (90, 361)])
@@ -95,6 +92,10 @@ def test_the_data_module_crops_evaluation_alike_every_time_and_360_0_is_no_flag(
     panoramas = torch.cat([batch["grd"] for batch in plain.val_dataloader()])
     for panorama, crop, turn in zip(panoramas, crops[0], turns.tolist(), strict=True):
         assert torch.equal(crop, crop_field_of_view(panorama, 90, turn))
-    torch.manual_seed(0)
-    epochs = [torch.cat([batch["turn_deg"] for batch in limited.train_dataloader()]) for _ in range(2)]
-    assert not torch.equal(epochs[0], epochs[1])
+    epochs = []
+    for epoch in (0, 1, 1):
+        loader = limited.train_dataloader()
+        loader.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does at the start of every epoch
+        epochs.append({int(index): float(turn) for batch in loader
+                       for index, turn in zip(batch["index"], batch["turn_deg"], strict=True)})
+    assert epochs[0] != epochs[1] and epochs[1] == epochs[2]  # a new turn each epoch, the same for the same one
