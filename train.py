@@ -29,6 +29,7 @@ from engine.build import (
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import OPTIONS_FILE, continue_options, stored_options
+from engine.interruption import StopOnSignal, slurm_job_id
 from engine.run_lock import hold_run_folder
 from utils.checkpoint import BEST_METRIC, CheckpointError, is_lightning, is_published, read_checkpoint
 from utils.cli import (
@@ -55,7 +56,7 @@ def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
     """(epoch offset of the schedule, epochs trained so far) of the checkpoint training starts from.
 
     A published checkpoint has trained `last_epoch + 1` epochs, and its continuation counts on from there;
-    this project's carries its own offset plus the epochs of its run.
+    this project's carries its own offset plus the epochs of its run, the one it stopped in not counted.
     """
     if ckpt is None:
         return 0, 0
@@ -64,7 +65,9 @@ def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
         return offset, offset
     if is_lightning(ckpt):
         offset = int(ckpt["hyper_parameters"].get("epoch_offset", 0))
-        return offset, offset + int(ckpt.get("epoch", -1)) + 1
+        epochs = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        mid_epoch = epochs.get("processed", 1) == epochs.get("completed", 0)  # stopped by a signal within its epoch
+        return offset, offset + int(ckpt.get("epoch", -1)) + (0 if mid_epoch else 1)
     return 0, 0
 
 
@@ -87,6 +90,22 @@ def resumed_checkpoint(opt: argparse.Namespace) -> dict[str, Any]:
         raise CheckpointError(f"--resume {run}: {exc}{instead}") from None
 
 
+def continue_slurm_job(opt: argparse.Namespace) -> Path | None:
+    """Under SLURM, a run without --name or --resume is named after its job, so a requeued job (which runs the
+    same command line) finds its own folder and continues it: the folder of that name, or its numbered
+    sibling, with the newest last.ckpt. Returns that folder, now `opt.resume`, or None."""
+    job = slurm_job_id()
+    if job is None or opt.resume or opt.name:
+        return None
+    opt.name = f"{dataset_name(opt)}_train_job{job}"
+    base = Path(opt.results_dir) / opt.name
+    runs = [run for run in (base, *base.parent.glob(f"{base.name}_[0-9]*")) if (run / "last.ckpt").is_file()]
+    if not runs:
+        return None
+    opt.resume = str(max(runs, key=lambda run: (run / "last.ckpt").stat().st_mtime))
+    return Path(opt.resume)
+
+
 def main(argv: list[str] | None = None) -> int:
     opt, given = parse_options(build_parser(__doc__), argv)
     if opt.test:  # the authors' one entry point tested with --test; test.py runs the same
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return test_main(argv)
     start_logging()
+    requeued = continue_slurm_job(opt)
     ckpt = resumed_checkpoint(opt) if opt.resume else read_checkpoint(opt.checkpoint) if opt.checkpoint else None
     continuing = ckpt is not None and is_lightning(ckpt)
     if opt.resume and not continuing:
@@ -140,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging(run_dir)
     options = {key: value for key, value in vars(opt).items() if key not in ("resume", "test")}
     if is_first_process():
+        if requeued is not None:
+            log.info("SLURM job %s started again: continuing its run %s", slurm_job_id(), requeued)
         write_json_atomically(run_dir / OPTIONS_FILE, options)
         log.info(describe_options(opt))
         describe_start(log, opt, given, ckpt, run_dir, same_folder, changed, trained)
@@ -155,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = build_trainer(
         opt, devices,
         max_epochs=opt.n_epochs - epoch_offset,
-        callbacks=[best, last, periodic, StoreOptions(options)],
+        callbacks=[best, last, periodic, StoreOptions(options), StopOnSignal(run_dir)],
         logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
         default_root_dir=run_dir,
         limit_train_batches=42 if opt.debug else None,
@@ -200,4 +222,5 @@ if __name__ == "__main__":
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*overridden `on_after_batch_transfer`.*")  # scaling on the device, by design
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # the run folder holds log.txt already
+    warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")  # it is: the data module skips the batches
     run_main(main, KNOWN_ERRORS)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule
 from dataset.errors import DatasetError
+from engine.cluster import external_launcher
 from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
 from model.backbone import PretrainedWeightsUnavailable
@@ -127,7 +129,8 @@ class ProgressLines(Callback):
 def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> pl.Trainer:
     """The Trainer both scripts use: devices from --gpu, precision, determinism, no sanity validation.
 
-    VIGOR's data module shards its loaders itself (its training batches must stay free of false negatives).
+    The data modules shard their loaders themselves: training batches fixed by seed and epoch on any number of
+    processes and workers, VIGOR's free of false negatives.
     Where standard output is not a terminal, progress comes as lines (`ProgressLines`) instead of a bar.
     """
     if devices.accelerator == "gpu":
@@ -138,8 +141,11 @@ def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> p
     if not sys.stdout.isatty():
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), ProgressLines()]
         kwargs["enable_progress_bar"] = False
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if isinstance(external_launcher(), SLURMEnvironment):  # preemption is StopOnSignal's: no hpc_ckpt_N.ckpt piles
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         accelerator=devices.accelerator,
         devices=devices.devices,
         strategy=devices.strategy,
@@ -147,7 +153,7 @@ def build_trainer(opt: argparse.Namespace, devices: Devices, **kwargs: Any) -> p
         precision=opt.precision,
         deterministic=opt.deterministic,
         num_sanity_val_steps=0,
-        use_distributed_sampler=dataset_name(opt) != "VIGOR",
+        use_distributed_sampler=False,  # the data modules shard their own loaders (dataset/datamodule.py)
         **kwargs,
     )
 

@@ -20,6 +20,15 @@ class UsageError(ValueError):
     """A command-line value that cannot work, reported in one line."""
 
 
+class Interrupted(Exception):
+    """Training stopped on a signal after saving where it stood; the job exits with 128 + the signal's number,
+    as a shell reports a process ended by that signal, so `train.py && test.py` and schedulers see no success."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def integer(text: str) -> int:
     """An int flag that also takes the authors' float spelling ("256.0"), which their parser produced."""
     try:
@@ -289,6 +298,10 @@ def run_main(main: Callable[[list[str] | None], int], known_errors: tuple[type[B
     """
     try:
         sys.exit(main(None))
+    except Interrupted as exc:
+        if is_first_process():
+            print(exc, file=sys.stderr)
+        _leave(exc.exit_code)
     except known_errors as exc:
         if "--debug" in sys.argv:
             traceback.print_exc()
