@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     opt, given = parse_options(build_parser(__doc__), argv)
     if not opt.checkpoint:
         raise UsageError("test.py needs --checkpoint PATH (published weights or this project's .ckpt)")
-    start_logging()
+    start_logging(verbose=opt.debug)
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
     opt.precision, precision_reason = resolve_precision(opt.precision, devices)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     datamodule.setup("test")
 
     run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_test")), devices)
-    log = setup_logging(run_dir)
+    log = setup_logging(run_dir, verbose=opt.debug)
     unused = unused_options(opt, given, TRAINING_ONLY)
     if unused and is_first_process():
         log.info(unused)

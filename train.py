@@ -33,6 +33,7 @@ from engine.interruption import StopOnSignal, slurm_job_id
 from engine.run_lock import hold_run_folder
 from utils.checkpoint import BEST_METRIC, CheckpointError, is_lightning, is_published, read_checkpoint
 from utils.cli import (
+    FILE_ONLY,
     RUN_DIR_ENV,
     TESTING_ONLY,
     UsageError,
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         from test import main as test_main
 
         return test_main(argv)
-    start_logging()
+    start_logging(verbose=opt.debug)
     requeued = continue_slurm_job(opt)
     ckpt = resumed_checkpoint(opt) if opt.resume else read_checkpoint(opt.checkpoint) if opt.checkpoint else None
     continuing = ckpt is not None and is_lightning(ckpt)
@@ -157,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     same_folder = run_dir == continued_run
     if is_first_process():
         hold_run_folder(run_dir)
-    log = setup_logging(run_dir)
+    log = setup_logging(run_dir, verbose=opt.debug)
     options = {key: value for key, value in vars(opt).items() if key not in ("resume", "test")}
     if is_first_process():
         if requeued is not None:
             log.info("SLURM job %s started again: continuing its run %s", slurm_job_id(), requeued)
         write_json_atomically(run_dir / OPTIONS_FILE, options)
-        log.info(describe_options(opt))
+        log.info(describe_options(opt), extra=FILE_ONLY)  # options.json has them too
         describe_start(log, opt, given, ckpt, run_dir, same_folder, changed, trained)
         if precision_reason:
             log.info("--precision auto: %s, since %s", opt.precision, precision_reason)

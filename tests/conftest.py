@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import random
+import warnings
 import zlib
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tests.helpers import FIXTURES, tiny_run_args
 from tests.offline_site import sitecustomize  # noqa: F401  (the network guard, for this process too)
 from tests.reference_weights import reference_checkpoint as build_reference_checkpoint
 
-LOGGERS = ("cvgl", "pytorch_lightning")
+LOGGERS = ("cvgl", "pytorch_lightning", "lightning_fabric", "py.warnings")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,7 @@ def preserved_process_state():
     random_states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     handlers = {name: list(logging.getLogger(name).handlers) for name in LOGGERS}
     deterministic, cudnn_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    show_warning = warnings.showwarning
     try:
         yield
     finally:
@@ -55,8 +57,9 @@ def preserved_process_state():
         for name, kept in handlers.items():
             logger = logging.getLogger(name)
             for handler in [h for h in logger.handlers if h not in kept]:
-                logger.removeHandler(handler)
                 handler.close()
+            logger.handlers = kept  # also those a quiet run took off (Lightning's console handler)
+        warnings.showwarning = show_warning  # a quiet run sends warnings to its log (logging.captureWarnings)
         torch.use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.benchmark = cudnn_benchmark
 

@@ -320,3 +320,24 @@ def test_max_time_stops_training_and_a_log_gets_lines_instead_of_a_bar(tiny_worl
     chosen = "bf16-mixed" if cpu_has_fast_bf16() else "32"
     assert f"--precision auto: {chosen}, since this CPU " in log
     assert json.loads((tmp_path / "run" / "options.json").read_text())["precision"] == chosen
+
+
+NOISE = ("GPU available", "TPU available", "Tip:", "Trainable params", "is deprecated", "`Trainer.fit` stopped",
+         "Options")
+
+
+def test_a_plain_run_prints_its_folder_epochs_and_figures_and_logs_the_rest(tiny_world, tmp_path):
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--name", "quiet", *SMALL_SIZES)
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    printed = result.stdout
+    assert printed.startswith(f"run folder: {tmp_path / 'quiet'}\n")
+    assert "epoch 0 validation, 13 pairs: p2s R@1 " in printed and "best val/p2s_r@1: " in printed
+    assert not [noise for noise in NOISE if noise in printed]
+    log = (tmp_path / "quiet" / "log.txt").read_text()
+    assert all(noise in log for noise in ("GPU available", "Trainable params", "`Trainer.fit` stopped", "Options"))
+
+    debug = run_script("train.py", *args, "--name", "loud", "--debug", cwd=tmp_path)
+    assert debug.returncode == 0, debug.stderr[-2000:]
+    assert "Options" in debug.stdout and "GPU available" in debug.stdout + debug.stderr
