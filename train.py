@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if precision_reason:
             log.info("--precision auto: %s, since %s", opt.precision, precision_reason)
 
+    if is_first_process():
+        warn_if_checkpoints_cannot_fit(log, module, run_dir, opt, trained)
     best = RunCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,
                          enable_version_counter=False, restore=same_folder)
     last = RunCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False,
@@ -197,6 +200,20 @@ def main(argv: list[str] | None = None) -> int:
             "best_checkpoint": best.best_model_path, "last_checkpoint": last.best_model_path,
             BEST_METRIC: best_score})
     return 0
+
+
+def warn_if_checkpoints_cannot_fit(log: logging.Logger, module: pl.LightningModule, run_dir: Path,
+                                   opt: argparse.Namespace, trained: int) -> None:
+    """A line before training when the run's checkpoints will not fit on its disk: last.ckpt, best.ckpt, the
+    --save_step ones and a partial one while writing, each the weights and twice that of Adam's state."""
+    checkpoint_bytes = 3 * sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    periodic = (opt.n_epochs - trained) // opt.save_step if opt.save_step else 0
+    needed = checkpoint_bytes * (3 + periodic)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        from_save_step = f", {periodic} of them from --save_step {opt.save_step}" if periodic else ""
+        log.warning("warning: %s has %.1f GB free, and this run's checkpoints need about %.1f GB (%d of %.0f MB "
+                    "each%s)", run_dir, free / 1e9, needed / 1e9, 3 + periodic, checkpoint_bytes / 1e6, from_save_step)
 
 
 def describe_start(log: logging.Logger, opt: argparse.Namespace, given: set[str], ckpt: dict[str, Any] | None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from model.loss import covering_pairs, gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
 from model.network import CrossViewNet
 from model.schedule import lr_factor
+from utils.checkpoint import CheckpointError
 from utils.geo import haversine_m, localization_summary
 from utils.images import field_of_view_width, to_model_range
 from utils.recall import QueryRanking, Shard, rank_queries, recall_at_k, recall_within_distance
 
 log = logging.getLogger("cvgl")
+# Less free space than this after a failed checkpoint write means the disk was full.
+CHECKPOINT_MARGIN_BYTES = 64 * 2**20
 # What evaluation keeps of a batch besides the descriptors: positions, and a query's labels in a separate gallery.
 EVAL_LABELS = ("utm", "positive", "semi_positives", "latlon")
 
@@ -33,16 +38,31 @@ class NonFiniteLossError(RuntimeError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written beside their final name, then renamed: a kill mid-save leaves the old file whole."""
+    """Checkpoints are written beside their final name, then renamed: a kill mid-save leaves the old file whole.
+
+    A write that fails leaves no partial file behind; one that fails for want of space says so in one line
+    (torch reports a full disk as an error of its zip writer, not as ENOSPC).
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError) as exc:
+            written = partial.stat().st_size if partial.exists() else 0
+            partial.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            if getattr(exc, "errno", None) == errno.ENOSPC or free < CHECKPOINT_MARGIN_BYTES + written:
+                raise CheckpointError(
+                    f"no room to write {path}: {free / 2**20:.0f} MB free on its disk after {written / 2**20:.0f} MB "
+                    "of it were written (removed); free space there, then continue with --resume"
+                ) from None
+            raise
         os.replace(partial, path)
 
 
