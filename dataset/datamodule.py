@@ -98,7 +98,7 @@ class _CrossViewDataModule(pl.LightningDataModule):
         its start; an epoch interrupted between two steps continues after the batches it trained.
         """
         trainer = self.trainer
-        if trainer is None or not trainer.training:
+        if trainer is None or trainer.state.fn != "fit":  # also while fit validates, when epoch ends are saved
             return {}
         epochs = trainer.fit_loop.epoch_progress.current
         mid_epoch = epochs.processed == epochs.completed
