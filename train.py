@@ -18,7 +18,6 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from dataset.datamodule import default_num_workers
 from engine.build import (
     KNOWN_ERRORS,
     RunCheckpoint,
@@ -26,7 +25,6 @@ from engine.build import (
     build_datamodule,
     build_module,
     build_trainer,
-    check_images,
     resolve_precision,
 )
 from engine.cluster import job_run_dir
@@ -173,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
             log.info("--precision auto: %s, since %s", opt.precision, precision_reason)
 
     if is_first_process():
-        check_images(datamodule, run_dir, opt.results_dir, default_num_workers(), log)
         warn_if_checkpoints_cannot_fit(log, module, run_dir, opt, trained)
     best = RunCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,
                          enable_version_counter=False, restore=same_folder)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,16 +14,15 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule
-from dataset.errors import DatasetError, name_paths
+from dataset.errors import DatasetError
 from engine.cluster import external_launcher
 from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
 from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from utils.checkpoint import CheckpointError
-from utils.cli import FILE_ONLY, Devices, UsageError, dataset_name
+from utils.cli import Devices, UsageError, dataset_name
 from utils.image_cache import CacheDirError
-from utils.image_check import find_bad_images
 from utils.images import ImageReadError
 
 # A user's mistake, reported in one line with exit code 2 by every entry point.
@@ -58,27 +55,6 @@ def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
         return CVACTDataModule(opt.data_root_cvact, mat_file=opt.mat_list, eval_split=opt.eval_split,
                                **sizes, **loading)
     return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
-
-
-BAD_IMAGES_FILE = "bad_images.txt"
-CHECKED_IMAGES_RECORD = ".checked_images.json"  # under --results_dir: images found good, by size and mtime
-
-
-def check_images(datamodule: pl.LightningDataModule, run_dir: Path, results_dir: str | Path, workers: int,
-                 log: logging.Logger) -> None:
-    """Decode every image of the splits in use before the first step; list all bad ones in the run folder and
-    stop with a line naming the first few. Images a previous check found good, unchanged, are not decoded."""
-    paths = datamodule.image_paths()
-    start = time.perf_counter()
-    bad = find_bad_images(paths, workers, Path(results_dir) / CHECKED_IMAGES_RECORD)
-    log.info("checked %d images in %.1f s: %d unusable", len(set(paths)), time.perf_counter() - start, len(bad),
-             extra=FILE_ONLY)
-    if bad:
-        listing = run_dir / BAD_IMAGES_FILE
-        listing.write_text("".join(f"{path}\t{problem}\n" for path, problem in bad))
-        first = name_paths([f"{path} ({problem})" for path, problem in bad])
-        raise DatasetError(f"{len(bad)} of {len(set(paths))} images cannot be used: {first}; all are listed in "
-                           f"{listing}")
 
 
 def cpu_has_fast_bf16() -> bool:
