@@ -19,7 +19,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset
 
 from dataset.cvact import read_act_data
-from dataset.errors import DatasetError, check_files_exist
+from dataset.errors import DatasetError, check_files_exist, name_paths
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
 from utils.cli import UsageError, check_field_of_view, integer, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
+from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
              "image is taken as that view itself, resized to the ground branch's input")
     add("--batch_size", type=int, default=32, help="aerial images per forward pass")
     add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass")
+    add("--skip_bad_images", action="store_true",
+        help="index the gallery without the images that cannot be decoded whole, naming each; without it, "
+             "they stop the call before the gallery pass")
     add("--debug", action="store_true", help="full tracebacks")
     return parser
 
@@ -87,9 +91,19 @@ class Gallery:
     source: str
     stamps: np.ndarray | None = None
 
+    skipped: list[str] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         if self.stamps is None:
             self.stamps = file_stamps(self.paths)
+
+    def without(self, paths: Sequence[str]) -> Gallery:
+        """This gallery less the images at `paths`, which it remembers as skipped."""
+        dropped = set(paths)
+        kept = [number for number, path in enumerate(self.paths) if path not in dropped]
+        return Gallery([self.ids[k] for k in kept], [self.paths[k] for k in kept],
+                       None if self.positions is None else self.positions[kept], self.source, self.stamps[kept],
+                       sorted(dropped | set(self.skipped)))
 
 
 def file_stamps(paths: Sequence[str]) -> np.ndarray:
@@ -100,7 +114,10 @@ def file_stamps(paths: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class GalleryIndex:
-    """A gallery with its L2-normalised descriptors (N, D) and the configuration that computed them."""
+    """A gallery with its L2-normalised descriptors (N, D) and the configuration that computed them.
+
+    The images skipped as unusable when it was built (`--skip_bad_images`) are in `gallery.skipped`.
+    """
 
     gallery: Gallery
     descriptors: np.ndarray
@@ -184,6 +201,7 @@ def save_index(path: Path, index: GalleryIndex) -> None:
         "paths": np.asarray(gallery.paths, dtype=str),
         "config": np.asarray(json.dumps({**index.config, "source": gallery.source})),
         "stamps": gallery.stamps,
+        "skipped": np.asarray(gallery.skipped, dtype=str),
     }
     if gallery.positions is not None:
         arrays["positions"] = gallery.positions
@@ -199,8 +217,9 @@ def load_index(path: Path) -> GalleryIndex:
             config = json.loads(str(arrays["config"]))
             positions = arrays["positions"] if "positions" in arrays else None
             stamps = arrays["stamps"] if "stamps" in arrays else np.zeros((0, 2), dtype=np.int64)  # format 1
+            skipped = [str(p) for p in arrays["skipped"]] if "skipped" in arrays else []
             gallery = Gallery([str(i) for i in arrays["ids"]], [str(p) for p in arrays["paths"]], positions,
-                              config.pop("source"), stamps)
+                              config.pop("source"), stamps, skipped)
             return GalleryIndex(gallery, arrays["descriptors"].astype(np.float32), config)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         what = "an empty file (0 bytes)" if path.stat().st_size == 0 else \
@@ -243,11 +262,16 @@ def reusable_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gal
     path = Path(opt.index) if opt.index else None
     if path is not None and path.is_file() and not opt.rebuild_index:
         index = load_index(path)
+        if gallery is not None and index.gallery.skipped:
+            gallery = gallery.without(index.gallery.skipped)
         reason = stale_reason(index, config, gallery)
         if reason is not None:
             raise UsageError(f"--index {path} is stale: {reason}; pass --rebuild_index to rebuild it")
         print(f"using the index {path}: {len(index.gallery.ids)} aerial images of {index.gallery.source}, "
               "gallery pass skipped")
+        if index.gallery.skipped:
+            print(f"  without the {len(index.gallery.skipped)} unusable images skipped when it was built; "
+                  "--rebuild_index takes in those since mended")
         return index
     if gallery is None:
         if path is None:
@@ -258,6 +282,25 @@ def reusable_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gal
             reason = f"--index {path} does not exist"
         raise UsageError(f"{reason}; pass --aerial_dir DIR or --mat ACT_data.mat to build the gallery")
     return None
+
+
+def usable_gallery(gallery: Gallery, skip_bad_images: bool, workers: int) -> Gallery:
+    """The gallery once every image is found decodable and whole; unusable ones stop the call, all named, or
+    with `skip_bad_images` are left out and named on the console. Images found good before are not decoded."""
+    record = record_path(gallery.paths)
+    bad, good = find_bad_images(gallery.paths, workers, read_record(record))
+    if good:
+        write_record(record, good)
+    if not bad:
+        return gallery
+    named = [f"{path} ({problem})" for path, problem in bad]
+    if not skip_bad_images:
+        raise DatasetError(f"{len(bad)} of {len(gallery.paths)} aerial images of {gallery.source} cannot be used: "
+                           f"{name_paths(named)}; mend or remove them, or pass --skip_bad_images to index the rest")
+    print(f"skipping {len(bad)} of {len(gallery.paths)} aerial images that cannot be used:", file=sys.stderr)
+    for line in named:
+        print(f"  {line}", file=sys.stderr)
+    return gallery.without([path for path, _ in bad])
 
 
 def build_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gallery, net: CrossViewNet) -> GalleryIndex:
@@ -334,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     config = index_config(opt)
     gallery = listed_gallery(opt)
     index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built
+    if index is None:
+        gallery = usable_gallery(gallery, opt.skip_bad_images, max(1, opt.num_workers))
 
     model = config_of(opt)
     sat_size, grd_size = model.sat_size, model.net_grd_size

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer, resolve_precision
+from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer, check_images, resolve_precision
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import stored_options
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_test")), devices)
     log = setup_logging(run_dir, verbose=opt.debug)
+    check_images(datamodule, run_dir, log)
     unused = unused_options(opt, given, TRAINING_ONLY)
     if unused and is_first_process():
         log.info(unused)

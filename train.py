@@ -25,6 +25,7 @@ from engine.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    check_images,
     resolve_precision,
 )
 from engine.cluster import job_run_dir
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if precision_reason:
             log.info("--precision auto: %s, since %s", opt.precision, precision_reason)
 
+    check_images(datamodule, run_dir, log)
     if is_first_process():
         warn_if_checkpoints_cannot_fit(log, module, run_dir, opt, trained)
     best = RunCheckpoint(dirpath=run_dir, filename="best", monitor=BEST_METRIC, mode="max", save_top_k=1,

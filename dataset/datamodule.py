@@ -112,6 +112,12 @@ class _CrossViewDataModule(pl.LightningDataModule):
     def train_batches(self) -> EpochBatches:
         return ShuffledBatches(len(self.train_dataset), self.batch_size, seed=self.seed)
 
+    def image_paths(self) -> list[str]:
+        """Every image file of the splits set up so far (both views, and a gallery of its own)."""
+        datasets = [self.train_dataset, self.val_dataset, self.test_dataset, getattr(self, "gallery", None)]
+        return [path for dataset in datasets if dataset is not None
+                for name in ("sat_paths", "grd_paths", "paths") for path in getattr(dataset, name, [])]
+
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool, **kwargs) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule
-from dataset.errors import DatasetError
+from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule, default_num_workers
+from dataset.errors import DatasetError, name_paths
 from engine.cluster import external_launcher
 from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
 from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from utils.checkpoint import CheckpointError
-from utils.cli import Devices, UsageError, dataset_name
+from utils.cli import FILE_ONLY, Devices, UsageError, dataset_name, is_first_process
 from utils.image_cache import CacheDirError
+from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError
 
 # A user's mistake, reported in one line with exit code 2 by every entry point.
@@ -55,6 +60,48 @@ def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
         return CVACTDataModule(opt.data_root_cvact, mat_file=opt.mat_list, eval_split=opt.eval_split,
                                **sizes, **loading)
     return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
+
+
+BAD_IMAGES_FILE = "bad_images.txt"
+
+
+def check_images(datamodule: pl.LightningDataModule, run_dir: Path, log: logging.Logger) -> None:
+    """Decode every image of the splits in use before the first step; list all bad ones in the run folder and
+    stop with a line naming the first few. Images a previous check found good, unchanged, are not decoded.
+
+    Every process calls it. In a job that torchrun or srun started, the processes have joined by now: they
+    share the images out, and rank 0 records and reports what they all found. Lightning's own launcher
+    starts its other processes later, from data rank 0 has checked, so they skip it.
+    """
+    joined = dist.is_available() and dist.is_initialized()
+    if not joined and not is_first_process():
+        return
+    rank, world = (dist.get_rank(), dist.get_world_size()) if joined else (0, 1)
+    paths = list(dict.fromkeys(os.path.abspath(path) for path in datamodule.image_paths()))
+    record = record_path(paths)
+    start = time.perf_counter()
+    found = find_bad_images(paths[rank::world], default_num_workers(), read_record(record))
+    if world > 1:
+        shares: list[Any] = [None] * world
+        dist.all_gather_object(shares, found)
+        found = ([item for bad, _ in shares for item in bad], {k: v for _, good in shares for k, v in good.items()})
+    if rank != 0:
+        return
+    bad, good = found
+    seconds = time.perf_counter() - start
+    decoded = len(bad) + len(good)
+    log.info("checked %d images in %.1f s: %d decoded, the rest unchanged since a previous check; %d unusable",
+             len(paths), seconds, decoded, len(bad), extra=None if decoded and seconds >= 10 else FILE_ONLY)
+    if good and not write_record(record, good):
+        log.info("could not write the record of checked images %s: the next run checks them again", record,
+                 extra=FILE_ONLY)
+    if bad:
+        position = {path: number for number, path in enumerate(paths)}
+        bad.sort(key=lambda item: position[item[0]])
+        listing = run_dir / BAD_IMAGES_FILE
+        listing.write_text("".join(f"{path}\t{problem}\n" for path, problem in bad))
+        first = name_paths([f"{path} ({problem})" for path, problem in bad])
+        raise DatasetError(f"{len(bad)} of {len(paths)} images cannot be used: {first}; all are listed in {listing}")
 
 
 def cpu_has_fast_bf16() -> bool:

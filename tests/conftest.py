@@ -19,6 +19,7 @@ import torch
 from tests.helpers import FIXTURES, tiny_run_args
 from tests.offline_site import sitecustomize  # noqa: F401  (the network guard, for this process too)
 from tests.reference_weights import reference_checkpoint as build_reference_checkpoint
+from utils.image_check import RECORD_DIR_ENV
 
 LOGGERS = ("cvgl", "pytorch_lightning", "lightning_fabric", "py.warnings")
 
@@ -74,6 +75,15 @@ def repository_left_alone():
     before = repository_entries()
     yield
     assert repository_entries() == before, f"the tests wrote {sorted(repository_entries() - before)} into {REPO_ROOT}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checked_images_record_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """The image check's record goes to a folder of the test session, not the user's ~/.cache; scripts run
+    in subprocesses inherit it through the environment."""
+    os.environ[RECORD_DIR_ENV] = str(tmp_path_factory.mktemp("checked-images"))
+    yield
+    os.environ.pop(RECORD_DIR_ENV, None)
 
 
 @pytest.fixture(autouse=True)

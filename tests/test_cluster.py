@@ -75,12 +75,13 @@ def test_a_job_of_two_processes_writes_one_run_and_the_single_process_figures(ti
 
 
 def broken_world(world, tmp_path):
-    """A copy of the world whose one aerial image cannot be decoded: it lies in one process's shard only."""
+    """A copy of the world whose one aerial image cannot be decoded. The check before training finds it: in
+    one process's share of the images under torchrun, on rank 0 under Lightning's launcher."""
     root = tmp_path / "world"
     shutil.copytree(world / "CVUSA", root / "CVUSA")
     victim = sorted((root / "CVUSA" / "sat").iterdir())[5]
     victim.write_bytes(b"this is not a jpeg")
-    return root, f"error: cannot read image {victim}: not a decodable image"
+    return root, f"images cannot be used: {victim} (not a decodable image); all are listed in"
 
 
 def lightning_two_processes(script, args, cwd):

@@ -1,10 +1,14 @@
 """Each bad input ends train.py or test.py with exit code 2 and one line naming what is wrong, no traceback.
 
-The cases run the scripts' `__main__` path in this process (`run_entry_point`); one runs as a subprocess, so
-that the exit code and the line are also checked where the error comes out of a DataLoader worker.
+The cases run the scripts' `__main__` path in this process (`run_entry_point`); the check of every image
+before training also runs as a subprocess, twice, to see what the second run decodes again.
 """
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 
 import pytest
@@ -14,7 +18,8 @@ import torch
 import test as test_script
 import train
 from engine.build import KNOWN_ERRORS
-from tests.helpers import run_entry_point, run_script, tiny_run_args
+from tests.helpers import REPO_ROOT, offline_env, run_entry_point, run_script, tiny_run_args
+from utils.image_check import RECORD_DIR_ENV
 
 
 def cvusa_copy(world, tmp_path):
@@ -57,7 +62,17 @@ def undecodable_image(world, tmp_path):
     root = cvusa_copy(world, tmp_path)
     victim = sorted((root / "CVUSA" / "sat").iterdir())[0]
     victim.write_bytes(b"this is not a jpeg")
-    return root, [], f"cannot read image {victim}: not a decodable image"
+    return root, [], f"1 of 74 images cannot be used: {victim} (not a decodable image); all are listed in"
+
+
+def truncated_and_empty_images(world, tmp_path):
+    root = cvusa_copy(world, tmp_path)
+    truncated = sorted((root / "CVUSA" / "sat").iterdir())[3]  # training: it would train with a grey lower part
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    empty = sorted((root / "CVUSA" / "grd").iterdir())[-1]  # validation: it would end the run after an epoch
+    empty.write_bytes(b"")
+    return root, [], (f"2 of 74 images cannot be used: {truncated} (truncated: the JPEG has no end-of-image "
+                      f"marker), {empty} (empty (0 bytes)); all are listed in")
 
 
 def batch_larger_than_split(world, tmp_path):
@@ -127,7 +142,8 @@ def no_cpu_processes(world, tmp_path):
                                   undecodable_image, batch_larger_than_split, unknown_gpu_value,
                                   unwritable_results_dir, resume_without_a_run, both_datasets, no_cpu_processes,
                                   utf16_split, split_with_a_header_row, resume_of_a_run_stopped_in_its_first_epoch,
-                                  resume_with_a_truncated_last_checkpoint, cache_dir_that_cannot_be_written])
+                                  resume_with_a_truncated_last_checkpoint, cache_dir_that_cannot_be_written,
+                                  truncated_and_empty_images])
 def test_train_py_answers_bad_input_with_one_line(tiny_world, tmp_path, case, monkeypatch, capsys):
     root, extra, message = case(tiny_world, tmp_path)
     args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", *extra)
@@ -148,13 +164,44 @@ def test_train_py_without_the_imagenet_weights_names_the_file_and_the_flag(tiny_
     assert_one_line_error(code, capsys.readouterr().err, f"download that file to {weights} or pass --no_pretrained")
 
 
-def test_an_image_that_fails_in_a_loader_worker_ends_the_script_with_one_line(tiny_world, tmp_path):
-    root, _, message = undecodable_image(tiny_world, tmp_path)
+def test_bad_images_are_all_named_before_the_first_step_and_good_ones_are_not_decoded_twice(tiny_world, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv(RECORD_DIR_ENV, str(tmp_path / "records"))
+    root, _, message = truncated_and_empty_images(tiny_world, tmp_path)
     args = tiny_run_args(root, tmp_path / "results", "--n_epochs", "1", "--no_pretrained", "--num_workers", "1")
     result = run_script("train.py", *args, cwd=tmp_path)
     assert_one_line_error(result.returncode, result.stderr, message)
-    (log,) = (tmp_path / "results").glob("*/log.txt")
-    assert f"error: {message}" in log.read_text().splitlines()[-1]  # the run's log says how it ended
+    (run,) = (tmp_path / "results").glob("CVUSA_train_*")
+    assert f"error: {message}" in (run / "log.txt").read_text().splitlines()[-1]  # the run's log says how it ended
+    listed = [line.split("\t")[0] for line in (run / "bad_images.txt").read_text().splitlines()]
+    assert len(listed) == 2 and not list(run.glob("*.ckpt"))  # stopped before any step
+    assert os.listdir(tmp_path / "results") == [run.name]  # nothing else beside the run
+    (record_file,) = (tmp_path / "records").iterdir()
+    record = json.loads(record_file.read_text())
+    assert len(record) == 72 and not set(listed) & set(record)  # the good ones, by size and modification time
+
+    monkeypatched = (f"import sys; sys.argv[0] = {str(REPO_ROOT / 'train.py')!r}; import runpy; "
+                     "import utils.image_check as c; p = c.image_problem; "
+                     "c.image_problem = lambda path: (print(f'decoded {path}\\n', end=''), p(path))[1]; "
+                     "runpy.run_path(sys.argv[0], run_name='__main__')")
+    again = subprocess.run([sys.executable, "-c", monkeypatched, *args], capture_output=True, text=True,
+                           cwd=tmp_path, env=offline_env(), timeout=600)
+    calls = [line for line in again.stdout.splitlines() if line.startswith("decoded ")]
+    assert sorted(calls) == sorted(f"decoded {path}" for path in listed)  # only the two bad ones again
+    assert_one_line_error(again.returncode, again.stderr, message)
+
+
+def test_an_image_that_fails_in_a_loader_worker_still_comes_out_as_its_one_line(fake_cvusa_root):
+    from dataset.cvusa import CVUSA
+    from utils.cli import _one_line
+
+    victim = fake_cvusa_root / "sat" / "0000002.jpg"
+    victim.write_bytes(b"this is not a jpeg")  # after the check before training, say, on a flaky disk
+    loader = torch.utils.data.DataLoader(CVUSA(fake_cvusa_root, "train", (64, 64), (32, 128)), batch_size=2,
+                                         num_workers=1)
+    with pytest.raises(Exception) as raised:  # noqa: B017  (the worker's error comes wrapped)
+        list(loader)
+    assert _one_line(raised.value) == f"cannot read image {victim}: not a decodable image"
 
 
 def act_data_without_utm(world, tmp_path):

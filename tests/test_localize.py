@@ -10,6 +10,7 @@ import localize
 import test as test_script
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
+from dataset.errors import DatasetError
 from tests.helpers import TINY_SIZES, run_entry_point, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import CheckpointError
@@ -187,3 +188,33 @@ def test_an_index_is_refused_for_another_checkpoint_source_or_rewritten_images(t
     assert localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index),
                                        "--rebuild_index")) == 0
     assert localize.main(localize_args(best, "--aerial_dir", str(aerial_dir), "--index", str(index))) == 0
+
+
+def test_unusable_gallery_images_stop_the_call_before_the_pass_unless_skipped_by_name(tiny_trained_run, val_split,
+                                                                                     aerial_dir, tmp_path, capsys):
+    checkpoint, index = tiny_trained_run / "best.ckpt", tmp_path / "gallery.npz"
+    metadata = aerial_dir / f"._{val_split.ids[0]}.jpg"  # what macOS leaves beside a copied file
+    metadata.write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    truncated = aerial_dir / f"{val_split.ids[5]}.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    args = localize_args(checkpoint, "--aerial_dir", str(aerial_dir), "--index", str(index))
+    with pytest.raises(DatasetError, match=re.escape(
+            f"2 of 14 aerial images of {aerial_dir} cannot be used: {metadata} (not a decodable image), {truncated} "
+            "(truncated: the JPEG has no end-of-image marker); mend or remove them, or pass --skip_bad_images")):
+        localize.main(args)
+    assert not index.exists()
+
+    assert localize.main([*args, "--skip_bad_images", "--top_k", "12", *val_split.grd_paths[:2]]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[:3] == [
+        "skipping 2 of 14 aerial images that cannot be used:", f"  {metadata} (not a decodable image)",
+        f"  {truncated} (truncated: the JPEG has no end-of-image marker)"]
+    listed = [match_id for match_id, _ in printed_matches(captured.out)[val_split.grd_paths[0]]]
+    assert sorted(listed) == sorted(val_split.ids[:5] + val_split.ids[6:])  # the 12 others, all indexed
+    with np.load(index) as arrays:
+        assert len(arrays["ids"]) == 12 and sorted(arrays["skipped"]) == sorted([str(metadata), str(truncated)])
+
+    assert localize.main([*args, val_split.grd_paths[0]]) == 0  # the same folder again: the index serves it
+    output = capsys.readouterr().out
+    assert "gallery pass skipped" in output and "without the 2 unusable images skipped" in output
+    assert [match_id for match_id, _ in printed_matches(output)[val_split.grd_paths[0]]] == listed[:5]

@@ -15,7 +15,8 @@ give byte-identical files (the .mat header names the seed, not a date). The map 
 location in memory; a few thousand pairs need well under 1 GB.
 
 Run `python -m dataset.synthetic --out DIR --num_train N --num_val M --seed S [--sat_size H W]
-[--grd_size H W] [--vigor_per_city P] [--plot PNG]`.
+[--grd_size H W] [--vigor_per_city P] [--plot PNG]`; `--real_sizes` writes the files at the size and in the
+format of the benchmarks' own (CVUSA in its download's layout), for the loaders to resize as real data is.
 """
 
 from dataset.synthetic.cli import main

@@ -1,4 +1,5 @@
-"""The CVUSA layout: `sat/<id>.jpg`, `grd/<id>.png` and the 19zl split CSVs, ids counting from 0000001."""
+"""The CVUSA layout: `sat/<id>.jpg`, `grd/<id>.png` and the 19zl split CSVs, ids counting from 0000001; or,
+`raw`, the download's own `bingmap/19/<id>.jpg` and `streetview/panos/<id>.jpg` that the CSVs name."""
 
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ def cvusa_ids(count: int) -> list[str]:
     return [f"{number:07d}" for number in range(1, count + 1)]
 
 
-def make_cvusa_folders(root: Path) -> None:
-    for folder in ("sat", "grd", "splits"):
+RAW_SAT, RAW_GRD = "bingmap/19", "streetview/panos"
+
+
+def make_cvusa_folders(root: Path, raw: bool = False) -> None:
+    for folder in (RAW_SAT, RAW_GRD, "splits") if raw else ("sat", "grd", "splits"):
         (root / folder).mkdir(parents=True, exist_ok=True)
 
 
-def write_cvusa_pair(root: Path, pair_id: str, sat_jpg: bytes, grd_rgb: np.ndarray) -> None:
-    (root / "sat" / f"{pair_id}.jpg").write_bytes(sat_jpg)
-    (root / "grd" / f"{pair_id}.png").write_bytes(encode(grd_rgb, ".png"))
+def write_cvusa_pair(root: Path, pair_id: str, sat_jpg: bytes, grd_rgb: np.ndarray, raw: bool = False) -> None:
+    if raw:
+        (root / RAW_SAT / f"{pair_id}.jpg").write_bytes(sat_jpg)
+        (root / RAW_GRD / f"{pair_id}.jpg").write_bytes(encode(grd_rgb, ".jpg"))
+    else:
+        (root / "sat" / f"{pair_id}.jpg").write_bytes(sat_jpg)
+        (root / "grd" / f"{pair_id}.png").write_bytes(encode(grd_rgb, ".png"))
 
 
 def write_cvusa_splits(root: Path, ids: list[str], num_train: int) -> None:
     """train-19zl.csv holds the first `num_train` ids, val-19zl.csv the rest, in the raw download's path style."""
     for name, split_ids in (("train-19zl.csv", ids[:num_train]), ("val-19zl.csv", ids[num_train:])):
-        lines = [f"bingmap/19/{i}.jpg,streetview/panos/{i}.jpg,streetview/annotations/{i}.png\n" for i in split_ids]
+        lines = [f"{RAW_SAT}/{i}.jpg,{RAW_GRD}/{i}.jpg,streetview/annotations/{i}.png\n" for i in split_ids]
         (root / "splits" / name).write_text("".join(lines))

@@ -316,6 +316,45 @@ def test_vigor_cities_are_apart_and_read_by_the_dataset_in_both_modes(written):
         "panoramas"]
 
 
-def test_vigor_can_be_left_out(tmp_path):
+def test_vigor_and_cvact_can_be_left_out(tmp_path):
     summary = generate(tmp_path, 3, 2, seed=1, sat_size=SAT_SIZE, grd_size=GRD_SIZE, progress=False, vigor_per_city=0)
     assert "vigor" not in summary and not (tmp_path / "VIGOR").exists()
+    alone = generate(tmp_path / "alone", 3, 2, seed=1, sat_size=SAT_SIZE, grd_size=GRD_SIZE, progress=False,
+                     vigor_per_city=0, cvact=False)
+    assert "cvact_root" not in alone and [entry.name for entry in (tmp_path / "alone").iterdir()] == ["CVUSA"]
+    assert all_files(tmp_path / "alone" / "CVUSA") == all_files(tmp_path / "CVUSA")
+
+
+def test_real_sizes_writes_each_benchmarks_own_files_which_the_datasets_resize(tmp_path, capsys):
+    from dataset.cvact import CVACT
+    from dataset.cvusa import CVUSA
+    from dataset.vigor import VIGOR
+
+    summary = synthetic.main(["--out", str(tmp_path), "--num_train", "1", "--num_val", "1", "--vigor_per_city", "2",
+                              "--real_sizes", "--quiet", "--plot", str(tmp_path / "pairs.png")])
+    assert '"file_sizes"' in capsys.readouterr().out and read_rgb(tmp_path / "pairs.png").std() > 30
+    assert summary["sat_metres_per_pixel"] == SAT_FOOTPRINT_M / 750
+    cvusa, cvact, vigor = tmp_path / "CVUSA", tmp_path / "CVACT", tmp_path / "VIGOR"
+    assert not (cvusa / "sat").exists() and not (cvusa / "grd").exists()  # the download's own layout
+    (pano_id,) = split_ids(cvusa, "val")
+    (sat_jpg,), (grd_jpg,) = CVUSA(cvusa, "val").sat_paths, CVUSA(cvusa, "val").grd_paths
+    assert sat_jpg == str(cvusa / "bingmap" / "19" / f"{pano_id}.jpg")
+    assert grd_jpg == str(cvusa / "streetview" / "panos" / f"{pano_id}.jpg")
+    panorama = next((vigor / "NewYork" / "panorama").iterdir())
+    expected = {
+        sat_jpg: (750, 750, 3), grd_jpg: (224, 1232, 3),
+        next((cvact / "sat").iterdir()): (1200, 1200, 3), next((cvact / "grd").iterdir()): (832, 1664, 3),
+        next((vigor / "NewYork" / "satellite").iterdir()): (640, 640, 3), panorama: (1024, 2048, 3),
+    }
+    for path, shape in expected.items():
+        assert read_rgb(Path(path)).shape == shape, path
+        assert Path(path).read_bytes()[:4] == (b"\x89PNG" if str(path).endswith(".png") else b"\xff\xd8\xff\xe0")
+
+    for dataset in (CVUSA(cvusa, "train", SAT_SIZE, GRD_SIZE), CVACT(cvact, "val", SAT_SIZE, GRD_SIZE),
+                    VIGOR(vigor, "train", "same", SAT_SIZE, GRD_SIZE, pairs=True)):
+        sample = dataset[0]
+        assert sample["sat"].shape == (3, *SAT_SIZE) and sample["grd"].shape == (3, *GRD_SIZE)
+    train = VIGOR(vigor, "train", "same", SAT_SIZE, GRD_SIZE)
+    # the labels count the 640 px file's pixels: a positive lies in its tile's central half (160 px), a
+    # semi-positive farther out, though within the tile (320 px)
+    assert np.abs(train.delta[:, 0]).max() <= 160 < np.abs(train.delta).max() <= 320
