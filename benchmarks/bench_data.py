@@ -11,14 +11,18 @@ once, before the timing (the build time is reported apart), then read from memor
 the cached loader with this repository's worker count.
 
 The data is a synthetic CVUSA written by `dataset.synthetic` at the configured sizes (so neither loader
-resizes), read from the page cache after the warm-up epoch. Loaders run whole epochs (or `--batches`
-batches), interleaved round by round with a rotating order; the median epoch counts. Also timed: the
-baseline with this repository's worker count, and this repository with one process. The baseline scales
-in the main process with torch's threads: on a machine with more runnable processes than cores, multi-
-threaded small tensor operations mostly wait for each other, so `--threads 1` shows the baseline at its best.
+resizes), or with `--real_sizes` at CVUSA's own file sizes and formats (aerial JPEG 750x750, panorama JPEG
+1232x224, in the download's layout), which every loader resizes to the configured sizes as it resizes real
+data (the cache once, while it is built); read from the page cache after the warm-up epoch. Loaders run
+whole epochs (or `--batches` batches), interleaved round by round with a rotating order; the median epoch
+counts. Also timed: the baseline with this repository's worker count, and this repository with one
+process. The baseline scales in the main process with torch's threads: on a machine with more runnable
+processes than cores, multi-threaded small tensor operations mostly wait for each other, so `--threads 1`
+shows the baseline at its best.
 
     python benchmarks/bench_data.py --root /tmp/bench_world          # writes 480 pairs there once, then reuses them
     python benchmarks/bench_data.py --root /tmp/bench_world --workers 2 --epochs 5
+    python benchmarks/bench_data.py --root /tmp/bench_world_real --real_sizes --num_pairs 1000
 
 The last line printed is one JSON object with the figures.
 """
@@ -94,8 +98,10 @@ def run_epoch(batches: Callable[[], Iterable], max_batches: int | None) -> tuple
     return pairs, time.perf_counter() - start
 
 
-def world_root(root: str | None, num_pairs: int, sat_size: tuple, grd_size: tuple) -> tuple[str, object]:
-    """A CVUSA folder to read: `root` (or its CVUSA/) when it holds one, else a synthetic world written there."""
+def world_root(root: str | None, num_pairs: int, sat_size: tuple, grd_size: tuple,
+               real_sizes: bool = False) -> tuple[str, object]:
+    """A CVUSA folder to read: `root` (or its CVUSA/) when it holds one, else a synthetic world written there
+    (CVUSA alone; at CVUSA's own file sizes with `real_sizes`)."""
     keep_alive = None
     if root is None:
         keep_alive = tempfile.TemporaryDirectory(prefix="bench_data_")
@@ -106,7 +112,8 @@ def world_root(root: str | None, num_pairs: int, sat_size: tuple, grd_size: tupl
     if Path(root).exists() and any(Path(root).iterdir()):
         raise SystemExit(f"--root {root} is neither empty nor a CVUSA folder (expected splits/train-19zl.csv)")
     print(f"writing {num_pairs} synthetic pairs to {root} (once) ...", flush=True)
-    info = generate(root, num_pairs, max(2, num_pairs // 16), sat_size=sat_size, grd_size=grd_size, progress=False)
+    info = generate(root, num_pairs, max(2, num_pairs // 16), sat_size=sat_size, grd_size=grd_size, progress=False,
+                    vigor_per_city=0, real_sizes=real_sizes, cvact=False)
     print(f"written in {info['seconds']} s", flush=True)
     return info["cvusa_root"], keep_alive
 
@@ -156,6 +163,8 @@ def main() -> None:
         "--root", default=None, help="a CVUSA folder, or where to write a synthetic one (default: temp)"
     )
     parser.add_argument("--num_pairs", type=int, default=480, help="training pairs to write when generating")
+    parser.add_argument("--real_sizes", action="store_true",
+                        help="write the world at CVUSA's own file sizes; the loaders resize to --sat_size/--grd_size")
     parser.add_argument("--sat_size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     parser.add_argument("--grd_size", type=int, nargs=2, default=(128, 512), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=32)
@@ -173,7 +182,9 @@ def main() -> None:
     sat_size, grd_size = tuple(args.sat_size), tuple(args.grd_size)
 
     machine = print_machine()
-    root, keep_alive = world_root(args.root, args.num_pairs, sat_size, grd_size)
+    root, keep_alive = world_root(args.root, args.num_pairs, sat_size, grd_size, args.real_sizes)
+    first = CVUSA(root, "train")
+    file_sizes = [list(cv2.imread(path).shape[:2]) for path in (first.sat_paths[0], first.grd_paths[0])]
     workers = default_num_workers() if args.workers is None else args.workers
     cache_keep_alive = None
     if args.cache_dir is None:
@@ -219,6 +230,7 @@ def main() -> None:
         "pairs": pairs,
         "sat_size": list(sat_size),
         "grd_size": list(grd_size),
+        "file_sizes": file_sizes,
         "epochs": args.epochs,
         "spread_pct": spread,
     }
