@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from dataset.cvact import read_act_data
 from dataset.errors import DatasetError, check_files_exist, name_paths
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
+from model.backbone import DEFAULT_BACKBONE
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.cli import UsageError, check_field_of_view, integer, parse_devices, parse_options, run_main
+from utils.cli import UsageError, add_model_flags, check_field_of_view, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
@@ -58,21 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top_k", type=int, default=5, help="aerial matches printed per panorama")
     add("--figure", metavar="PNG", help="also draw each panorama beside its top matches")
     add("--gpu_ids", "--gpu", dest="gpu_ids", default="0", help='GPU id such as "0"; "-1" for the CPU')
-    add("--sat_size_h", type=integer, default=256, help="aerial image height (default: the checkpoint's)")
-    add("--sat_size_w", type=integer, default=256, help="aerial image width (default: the checkpoint's)")
-    add("--grd_size_h", type=integer, default=128, help="ground panorama height (default: the checkpoint's)")
-    add("--grd_size_w", type=integer, default=512, help="ground panorama width (default: the checkpoint's)")
-    add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps (default: the checkpoint's)")
-    add("--no_fc", action="store_true",
-        help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
-    add("--fov", type=float, default=360.0,
-        help="field of view in degrees the network was trained for (default: the checkpoint's); below 360 each "
-             "image is taken as that view itself, resized to the ground branch's input")
     add("--batch_size", type=int, default=32, help="aerial images per forward pass")
     add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass")
     add("--skip_bad_images", action="store_true",
         help="index the gallery without the images that cannot be decoded whole, naming each; without it, "
              "they stop the call before the gallery pass")
+    add_model_flags(parser, "the field of view in degrees the network was trained for; below 360 each image is "
+                            "taken as that view itself, resized to the ground branch's input")
     add("--debug", action="store_true", help="full tracebacks")
     return parser
 
@@ -160,6 +153,8 @@ def index_config(opt: argparse.Namespace) -> dict[str, Any]:
         "grd_size": [opt.grd_size_h, opt.grd_size_w],
         "sa_num": opt.sa_num,
         "use_fc": not opt.no_fc,
+        # named only when not the paper's, so that indices written before backbones had names stay valid
+        **({} if opt.backbone == DEFAULT_BACKBONE else {"backbone": opt.backbone}),
     }
 
 
@@ -382,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = config_of(opt)
     sat_size, grd_size = model.sat_size, model.net_grd_size
-    net = CrossViewNet(sat_size, grd_size, model.sa_num, model.use_fc)
+    net = CrossViewNet.from_config(model)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt
     net.to(device).eval()

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": name, "split": split, "num": len(dataset), "checkpoint": os.path.abspath(opt.checkpoint),
         **results, "protocol": protocol, "match_radius_m": radius, "fov": opt.fov,
         "orientation_noise": opt.orientation_noise, "seed": opt.seed, "precision": opt.precision, "no_fc": opt.no_fc,
-        "sa_num": opt.sa_num, "sat_size": [opt.sat_size_h, opt.sat_size_w],
+        "sa_num": opt.sa_num, "backbone": opt.backbone, "sat_size": [opt.sat_size_h, opt.sat_size_w],
         "grd_size": [opt.grd_size_h, opt.grd_size_w],
     }
     size = f"{len(dataset)} queries, {len(gallery)} references" if gallery is not None else f"{len(dataset)} pairs"

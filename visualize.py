@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = read_checkpoint(opt.checkpoint)
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = config_of(opt)
-    net = CrossViewNet(config.sat_size, config.net_grd_size, config.sa_num, config.use_fc)
+    net = CrossViewNet.from_config(config)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
     sizes = {"sat_size": config.sat_size, "grd_size": config.grd_size}
     view = None if (opt.fov, opt.orientation_noise) == (360, 0) else \

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dataset.cvact import CVACT, MAT_FILE
 from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
+from dataset.negatives import CoveringTiles, EveryOtherPair, WithinDistance
 from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, EpochSamples, ShuffledBatches
 from dataset.views import LimitedFieldOfView
 from dataset.vigor import VIGOR, VIGORGallery
@@ -158,6 +159,8 @@ class _CrossViewDataModule(pl.LightningDataModule):
 class CVUSADataModule(_CrossViewDataModule):
     """CVUSA 19zl: train on train_csv; validate and test on val_csv (the benchmark has no separate test split)."""
 
+    not_negatives = EveryOtherPair()
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -191,7 +194,12 @@ class CVUSADataModule(_CrossViewDataModule):
 
 
 class CVACTDataModule(_CrossViewDataModule):
-    """CVACT: train on trainSet; validate on valSet (CVACT_val); test on `eval_split`, "val" or "test" (valSetAll)."""
+    """CVACT: train on trainSet; validate on valSet (CVACT_val); test on `eval_split`, "val" or "test" (valSetAll).
+
+    In a training batch, pairs closer than 25 m are not each other's negatives (as the authors' loss rules).
+    """
+
+    not_negatives = WithinDistance(25.0)
 
     def __init__(
         self,
@@ -241,6 +249,8 @@ class VIGORDataModule(_CrossViewDataModule):
     runs with use_distributed_sampler=False): the training sampler by slices of job-wide batches,
     evaluation by DistributedSampler, whose padding the model drops by index.
     """
+
+    not_negatives = CoveringTiles()
 
     def __init__(
         self,

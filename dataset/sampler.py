@@ -136,7 +136,7 @@ class ConflictFreeBatchSampler(EpochBatches):
     Every epoch has the same number of batches, ceil(N / (batch_size * world)), as Lightning expects (it
     validates after that many). Panoramas still waiting when the epoch's panoramas run out join the batches
     with room left, in conflict if nothing else fits: the loss leaves such pairs out, as it does CVACT's
-    pairs within 25 m (`model.loss.covering_pairs`). On real data they are a handful per epoch.
+    pairs within 25 m (`dataset.negatives.covering_pairs`). On real data they are a handful per epoch.
 
     Under DDP each process takes its slice of one job-wide batch of `batch_size * world` panoramas, so the
     batches of all processes together are free of conflicts too (`--global_negatives`). Every process gets

@@ -24,6 +24,7 @@ from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
 from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
+from model.loss import LOSSES
 from utils.checkpoint import CheckpointError
 from utils.cli import FILE_ONLY, Devices, UsageError, dataset_name, is_first_process
 from utils.image_cache import CacheDirError
@@ -38,8 +39,11 @@ KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError, Pretr
 def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
     """The LightningModule of the configured network; training's hyperparameters come from `opt` too."""
     config = config_of(opt)
+    if opt.loss not in LOSSES:
+        raise UsageError(f"--loss {opt.loss}: expected one of {', '.join(LOSSES)}")
     return CrossViewModule(
         sat_size=config.sat_size, grd_size=config.grd_size, sa_num=config.sa_num, use_fc=config.use_fc, fov=config.fov,
+        backbone=config.backbone, loss=opt.loss,
         lr=opt.lr, b1=opt.b1, b2=opt.b2, lambda_sm=opt.lambda_sm,
         hard_topk_ratios=(opt.hard_topk_ratio, opt.hard_decay1_topk_ratio, opt.hard_decay2_topk_ratio,
                           opt.hard_decay3_topk_ratio),

@@ -18,12 +18,12 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from model.loss import covering_pairs, gather_with_grad, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from model.loss import build_loss, gather_with_grad, hard_topk_ratio_for_epoch
 from model.network import CrossViewNet
 from model.schedule import lr_factor
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, ModelConfig
 from utils.geo import haversine_m, localization_summary
-from utils.images import field_of_view_width, to_model_range
+from utils.images import to_model_range
 from utils.recall import QueryRanking, Shard, rank_queries, recall_at_k, recall_within_distance
 
 log = logging.getLogger("cvgl")
@@ -92,8 +92,10 @@ class CrossViewModule(pl.LightningModule):
     """Training, validation and test of `CrossViewNet`, with evaluation on the full gallery under DDP.
 
     `epoch_offset` counts epochs a published checkpoint already trained, so that the hard-negative
-    schedule goes on where it stopped. In-batch negatives are per device, as in the paper and the
-    authors' DDP; `global_negatives` takes them from the batches of all devices instead.
+    schedule goes on where it stopped. `loss` names the loss (`model.loss.LOSSES`); which in-batch pairs are
+    not negatives is the data module's rule (`not_negatives`, from `dataset.negatives`), applied to the labels
+    it names. In-batch negatives are per device, as in the paper and the authors' DDP; `global_negatives`
+    takes them from the batches of all devices instead.
     `distance_radius` (metres) switches evaluation to CVACT's test-split rule: a query is found when a
     top-k reference lies within that radius of its position. `grd_size` is the panoramas' size; with a limited
     field of view `fov` (degrees) the ground branch is sized for the slice the data module crops from them.
@@ -119,12 +121,14 @@ class CrossViewModule(pl.LightningModule):
         fov: float = 360.0,
         lr_schedule: str = "constant",
         lr_warmup: float = 0.0,
+        backbone: str = "resnet34",
+        loss: str = "triplet",
     ) -> None:
         super().__init__()
         lr_factor(0.0, lr_schedule, lr_warmup)  # checks the schedule's name now, not at the first step
         self.save_hyperparameters()
-        net_grd_size = (grd_size[0], field_of_view_width(grd_size[1], fov))
-        self.net = CrossViewNet(sat_size, net_grd_size, sa_num, use_fc, pretrained)
+        self.net = CrossViewNet.from_config(self.model_config, pretrained)
+        self.criterion = build_loss(loss, loss_weight=lambda_sm)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile_net:
@@ -136,6 +140,12 @@ class CrossViewModule(pl.LightningModule):
         self.eval_errors_m: np.ndarray | None = None
         self._eval_batches: dict[int, list[dict[str, torch.Tensor]]] = {}
         self._eval_batch_sizes: dict[int, int] = {}
+
+    @property
+    def model_config(self) -> ModelConfig:
+        hparams = self.hparams
+        return ModelConfig(tuple(hparams.sat_size), tuple(hparams.grd_size), hparams.sa_num, hparams.use_fc,
+                           hparams.fov, hparams.backbone)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Random states go with the weights, so a resumed run shuffles as the uninterrupted one would have."""
@@ -165,6 +175,8 @@ class CrossViewModule(pl.LightningModule):
             optimizer.load_state_dict(self.initial_optimizer_state)
             for group in optimizer.param_groups:  # load_state_dict brought the stored ones back
                 group.update(lr=self.hparams.lr, betas=betas)
+        if any(True for _ in self.criterion.parameters()):  # a learnable temperature: a group of its own
+            optimizer.add_param_group({"params": list(self.criterion.parameters())})
         return optimizer
 
     def training_progress(self) -> float:
@@ -199,14 +211,13 @@ class CrossViewModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         sat, grd = self.net(batch["sat"], batch["grd"])
-        labels = {key: batch[key] for key in ("utm", "positive", "semi_positives") if key in batch}
+        rule = getattr(self.trainer.datamodule, "not_negatives", None)  # the dataset's; none: all are negatives
+        labels = {key: batch[key] for key in getattr(rule, "label_keys", ())}
         if self.hparams.global_negatives and self.trainer.world_size > 1:  # negatives from every device's batch
             sat, grd = gather_with_grad(sat), gather_with_grad(grd)
             labels = {key: gather_with_grad(value) for key, value in labels.items()}
-        not_negatives = covering_pairs(labels["positive"], labels["semi_positives"]) if "positive" in labels else None
         ratio = self.hard_topk_ratio
-        loss = soft_margin_triplet_loss(sat, grd, self.hparams.lambda_sm, ratio, utm=labels.get("utm"),
-                                        not_negatives=not_negatives)
+        loss = self.criterion(sat, grd, rule(labels) if rule is not None else None, ratio)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at epoch {self.schedule_epoch}, batch {batch_idx}; the weights were not "

@@ -1,12 +1,17 @@
-"""Soft-margin weighted triplet loss with in-batch hard-negative mining, as the paper trains with."""
+"""The losses, by name: the paper's soft-margin weighted triplet loss with in-batch hard-negative mining
+(the default), and the symmetric InfoNCE of Sample4Geo. Each takes the two batches of descriptors and one
+mask of the pairs that are not negatives (`dataset.negatives` builds it); none knows a dataset."""
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 HARD_NEGATIVE_EPOCHS = (20, 40, 60)
 
@@ -24,42 +29,69 @@ def soft_margin_triplet_loss(
     grd: torch.Tensor,
     loss_weight: float = 10.0,
     hard_topk_ratio: float = 1.0,
-    utm: torch.Tensor | None = None,
-    min_negative_distance: float = 25.0,
     not_negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of `log(1 + exp(w * (d_pos - d_neg)))` over the hardest triplets, averaged over both directions.
 
-    `sat[i]` and `grd[i]` are a matching pair; every other in-batch item is a negative, except (with
-    `utm`, CVACT) those whose positions lie closer than `min_negative_distance` metres, and the (aerial i,
-    ground j) entries where `not_negatives` (B, B) is True (VIGOR: `covering_pairs`). Such pairs are
-    left out of both the sum and the count; the authors' code multiplies them by zero instead, which
-    still adds log 2 each and counts them. Computed in float32 even under autocast.
+    `sat[i]` and `grd[i]` are a matching pair; every other in-batch item is a negative, except the (aerial i,
+    ground j) entries where `not_negatives` (B, B) is True (`dataset.negatives`: CVACT's 25 m, VIGOR's
+    covering tiles). Such pairs are left out of both the sum and the count; the authors' code multiplies
+    them by zero instead, which still adds log 2 each and counts them. Computed in float32 even under
+    autocast.
     """
-    with torch.autocast(sat.device.type, enabled=False):  # bf16 distances would blur the hard negatives
-        dists = 2 - 2 * sat.float() @ grd.float().T
+    dists = _distances(sat, grd)
     positives = dists.diagonal()
-    n = dists.shape[0]
-    negatives = ~torch.eye(n, dtype=torch.bool, device=dists.device)
-    if utm is not None:
-        utm = utm.to(device=dists.device, dtype=torch.float64)
-        negatives &= torch.cdist(utm, utm) >= min_negative_distance
-    if not_negatives is not None:
-        negatives &= ~not_negatives.to(device=dists.device, dtype=torch.bool)
-    kept = int(hard_topk_ratio * n * (n - 1))
+    negatives = negatives_mask(len(dists), not_negatives, dists.device)
+    kept = int(hard_topk_ratio * len(dists) * (len(dists) - 1))
     aerial_query = F.softplus(loss_weight * (positives[:, None] - dists))
     ground_query = F.softplus(loss_weight * (positives[None, :] - dists))
-    return (_mean_of_hardest(aerial_query[negatives], kept) + _mean_of_hardest(ground_query[negatives], kept)) / 2
+    return (mean_of_hardest(aerial_query[negatives], kept) + mean_of_hardest(ground_query[negatives], kept)) / 2
 
 
-def covering_pairs(positive: torch.Tensor, semi_positives: torch.Tensor) -> torch.Tensor:
-    """(B, B) True where the aerial tile of pair i (`positive[i]`) covers the panorama of pair j: it is j's
-    positive or one of its semi-positives (B, S), so it shows j's place and cannot serve as j's negative."""
-    labels = torch.cat([positive[:, None], semi_positives], dim=1)
-    return (positive[:, None, None] == labels[None, :, :]).any(-1)
+def symmetric_info_nce_loss(
+    sat: torch.Tensor,
+    grd: torch.Tensor,
+    logit_scale: torch.Tensor,
+    not_negatives: torch.Tensor | None = None,
+    label_smoothing: float = 0.1,
+) -> torch.Tensor:
+    """Cross-entropy of each aerial image over the panoramas and of each panorama over the aerial images,
+    averaged, with logits `exp(logit_scale) * cosine similarity`: the loss Sample4Geo trains with.
+
+    Entries `not_negatives` marks (B, B) leave both the softmax and the smoothed target; the smoothing
+    spreads `label_smoothing` over the candidates left, the true pair's included. Computed in float32.
+    """
+    with torch.autocast(sat.device.type, enabled=False):
+        logits = logit_scale.float().exp() * (sat.float() @ grd.float().T)
+    candidates = negatives_mask(len(logits), not_negatives, logits.device)
+    candidates.fill_diagonal_(True)
+    return (_smoothed_cross_entropy(logits, candidates, label_smoothing)
+            + _smoothed_cross_entropy(logits.T, candidates.T, label_smoothing)) / 2
 
 
-def _mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:
+def _smoothed_cross_entropy(logits: torch.Tensor, candidates: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Mean over rows of the cross-entropy against row i's class i, among each row's candidates only."""
+    log_probs = logits.masked_fill(~candidates, float("-inf")).log_softmax(dim=1).masked_fill(~candidates, 0.0)
+    target = candidates * (smoothing / candidates.sum(dim=1, keepdim=True))
+    target = target + torch.eye(len(logits), device=logits.device) * (1.0 - smoothing)
+    return -(target * log_probs).sum(dim=1).mean()
+
+
+def _distances(sat: torch.Tensor, grd: torch.Tensor) -> torch.Tensor:
+    """(B, B) squared distances of unit vectors, 2 - 2 cos; in float32, since bf16 would blur hard negatives."""
+    with torch.autocast(sat.device.type, enabled=False):
+        return 2 - 2 * sat.float() @ grd.float().T
+
+
+def negatives_mask(size: int, not_negatives: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """(B, B) True where aerial i and ground j form a negative pair: off the diagonal and not ruled out."""
+    negatives = ~torch.eye(size, dtype=torch.bool, device=device)
+    if not_negatives is not None:
+        negatives &= ~not_negatives.to(device=device, dtype=torch.bool)
+    return negatives
+
+
+def mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:
     """Mean of the `kept` largest values; at least one is kept, so tiny batches never divide by zero."""
     if losses.numel() == 0:
         return losses.sum()
@@ -67,6 +99,44 @@ def _mean_of_hardest(losses: torch.Tensor, kept: int) -> torch.Tensor:
     if kept < losses.numel():
         losses = losses.topk(kept).values
     return losses.sum() / kept
+
+
+class SoftMarginTripletLoss(nn.Module):
+    """The paper's loss (`soft_margin_triplet_loss`) with its weight; mines the `hard_topk_ratio` hardest."""
+
+    def __init__(self, loss_weight: float = 10.0) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, sat: torch.Tensor, grd: torch.Tensor, not_negatives: torch.Tensor | None = None,
+                hard_topk_ratio: float = 1.0) -> torch.Tensor:
+        return soft_margin_triplet_loss(sat, grd, self.loss_weight, hard_topk_ratio, not_negatives)
+
+
+class SymmetricInfoNCELoss(nn.Module):
+    """`symmetric_info_nce_loss` with a learnable temperature, started at 0.07 as Sample4Geo starts it; every
+    candidate counts (no hard-negative ratio)."""
+
+    def __init__(self, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.label_smoothing = label_smoothing
+
+    def forward(self, sat: torch.Tensor, grd: torch.Tensor, not_negatives: torch.Tensor | None = None,
+                hard_topk_ratio: float = 1.0) -> torch.Tensor:
+        return symmetric_info_nce_loss(sat, grd, self.logit_scale, not_negatives, self.label_smoothing)
+
+
+LOSSES: dict[str, type[nn.Module]] = {"triplet": SoftMarginTripletLoss, "infonce": SymmetricInfoNCELoss}
+
+
+def build_loss(name: str, **options: Any) -> nn.Module:
+    """The loss registered as `name`, given those of `options` its constructor takes (`loss_weight`: the
+    triplet's); it is called as `loss(sat, grd, not_negatives, hard_topk_ratio)`."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    accepted = inspect.signature(LOSSES[name]).parameters
+    return LOSSES[name](**{key: value for key, value in options.items() if key in accepted})
 
 
 class _GatherWithGrad(torch.autograd.Function):

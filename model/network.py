@@ -5,21 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.backbone import ResNet34Backbone
+from model.backbone import DEFAULT_BACKBONE, build_backbone, feature_grid
 from model.head import SpatialAwareHead
+from utils.checkpoint import ModelConfig
 
 
-def feature_positions(size_hw: tuple[int, int]) -> int:
-    """Number of positions the backbone's stride-8 feature map has for an input of `size_hw`."""
-    stride = ResNet34Backbone.stride
-    return (size_hw[0] // stride) * (size_hw[1] // stride)
+def feature_positions(size_hw: tuple[int, int], backbone: str = DEFAULT_BACKBONE) -> int:
+    """Number of positions of the feature map the backbone gives for an input of `size_hw`."""
+    height, width = feature_grid(backbone, size_hw)
+    return height * width
 
 
 class CrossViewNet(nn.Module):
     """Aerial branch (`extract1`, `sa1`) and ground branch (`extract2`, `sa2`), named as in the published weights.
 
-    The heads' sizes follow the configured input sizes, so any image size the backbone's stride
-    divides works; the published weights need the sizes they were trained with.
+    The heads' sizes follow the configured input sizes and the backbone's feature map, so any image size
+    works; the published weights need the sizes they were trained with. `from_config` builds one from a
+    `ModelConfig`, which is how every entry point builds it.
     """
 
     def __init__(
@@ -29,18 +31,24 @@ class CrossViewNet(nn.Module):
         sa_num: int = 8,
         use_fc: bool = True,
         pretrained: bool = False,
+        backbone: str = DEFAULT_BACKBONE,
     ) -> None:
         super().__init__()
         self.sat_size = tuple(sat_size)
         self.grd_size = tuple(grd_size)
-        self.extract1 = ResNet34Backbone(pretrained)
-        self.extract2 = ResNet34Backbone(pretrained)
-        self.sa1 = SpatialAwareHead(feature_positions(self.sat_size), sa_num, use_fc)
-        self.sa2 = SpatialAwareHead(feature_positions(self.grd_size), sa_num, use_fc)
+        self.extract1 = build_backbone(backbone, pretrained)
+        self.extract2 = build_backbone(backbone, pretrained)
+        self.sa1 = SpatialAwareHead(feature_positions(self.sat_size, backbone), sa_num, use_fc)
+        self.sa2 = SpatialAwareHead(feature_positions(self.grd_size, backbone), sa_num, use_fc)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, pretrained: bool = False) -> CrossViewNet:
+        """The network `config` describes; its ground branch sized for the field of view's slice."""
+        return cls(config.sat_size, config.net_grd_size, config.sa_num, config.use_fc, pretrained, config.backbone)
 
     @property
     def descriptor_size(self) -> int:
-        return ResNet34Backbone.out_channels * self.sa1.num_maps
+        return self.extract1.out_channels * self.sa1.num_maps
 
     def embed_sat(self, sat: torch.Tensor) -> torch.Tensor:
         """Aerial images in [-1, 1], (B, 3, H, W) -> L2-normalised descriptors (B, D)."""
@@ -55,7 +63,7 @@ class CrossViewNet(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, sat: torch.Tensor, grd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The heads' attention maps shaped like the feature maps: (B, K, H/8, W/8) for each branch."""
+        """The heads' attention maps shaped like the feature maps: (B, K, h, w) for each branch."""
         maps = []
         for backbone, head, image in ((self.extract1, self.sa1, sat), (self.extract2, self.sa2, grd)):
             features = backbone(image)

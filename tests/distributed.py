@@ -51,12 +51,13 @@ def sharded_recall(rank: int, world: int, sat: torch.Tensor, grd: torch.Tensor, 
 
 def global_negatives_loss(rank: int, world: int, sat: torch.Tensor, grd: torch.Tensor, utm: torch.Tensor) -> dict:
     """This process's slice of the batch, the loss over every process's slices, and its slice's gradients."""
+    from dataset.negatives import WithinDistance
     from model.loss import gather_with_grad, soft_margin_triplet_loss
 
     local = slice(rank * len(sat) // world, (rank + 1) * len(sat) // world)
     own_sat, own_grd = sat[local].clone().requires_grad_(), grd[local].clone().requires_grad_()
     loss = soft_margin_triplet_loss(gather_with_grad(own_sat), gather_with_grad(own_grd), 10.0, 0.1,
-                                    utm=gather_with_grad(utm[local]))
+                                    not_negatives=WithinDistance(25.0)({"utm": gather_with_grad(utm[local])}))
     loss.backward()
     return {"loss": loss.detach(), "sat": own_sat.grad, "grd": own_grd.grad}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import model.network
+import model.backbone
 import train
 from dataset.synthetic import generate
 from model.network import CrossViewNet
@@ -51,7 +51,7 @@ def world(tmp_path_factory):
 def in_a_fresh_folder(tmp_path, monkeypatch):
     """The scripts' relative paths (./RESULTS, ./weight) resolve in tmp_path; the network is the stand-in."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model.network, "ResNet34Backbone", StandInBackbone)
+    monkeypatch.setitem(model.backbone.BACKBONES, "resnet34", StandInBackbone)
     one_epoch = train.build_trainer
 
     def build_trainer(opt, devices, **kwargs):

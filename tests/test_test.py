@@ -248,3 +248,31 @@ def test_a_negative_match_radius_is_refused(tiny_world, tiny_trained_run, tmp_pa
                          "--match_radius", "-1", dataset="CVACT")
     with pytest.raises(UsageError, match="--match_radius -1: expected metres >= 0"):
         test_script.main(args)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+def test_published_format_weights_of_another_backbone_are_told_by_their_tensors(tiny_world, tmp_path, backbone):
+    path = tmp_path / "published.pth"
+    torch.save({"retrieval_model_dict": CrossViewNet((64, 64), (32, 128), backbone=backbone).state_dict()}, path)
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--name", "t")) == 0
+    assert read_results(tmp_path / "t")["backbone"] == backbone
+    (row,) = csv.DictReader((tmp_path / "results.csv").read_text().splitlines())
+    assert row["backbone"] == backbone
+    with pytest.raises(CheckpointError, match="does not fit the model: .*; check --backbone"):
+        test_script.main(tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--backbone", "resnet34"))
+
+
+def test_a_run_trained_with_another_backbone_states_it_in_its_checkpoint(tiny_world, tmp_path):
+    import train
+
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--backbone",
+                         "mobilenet_v3_large", "--name", "run")
+    assert train.main(args) == 0
+    checkpoint = str(tmp_path / "run" / "best.ckpt")
+    assert torch.load(checkpoint, weights_only=False)["hyper_parameters"]["backbone"] == "mobilenet_v3_large"
+    assert test_script.main(args_without_sizes(tiny_world, tmp_path, "--checkpoint", checkpoint, "--name", "t")) == 0
+    assert read_results(tmp_path / "t")["backbone"] == "mobilenet_v3_large"
+    with pytest.raises(CheckpointError, match="trained with --backbone mobilenet_v3_large, but --backbone resnet18"):
+        test_script.main(args_without_sizes(tiny_world, tmp_path, "--checkpoint", checkpoint, "--backbone", "resnet18"))
+    with pytest.raises(UsageError, match="--backbone vgg16: expected one of resnet34, resnet18, mobilenet_v3_large"):
+        test_script.main(args_without_sizes(tiny_world, tmp_path, "--checkpoint", checkpoint, "--backbone", "vgg16"))

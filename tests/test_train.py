@@ -1,15 +1,17 @@
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-import model.lightning
+import model.loss
 import test as test_script
 import train
 import visualize
 from dataset.cvact import CVACT
+from dataset.negatives import WithinDistance
 from engine.build import KNOWN_ERRORS, build_module, cpu_has_fast_bf16
 from tests.helpers import SMALL_SIZES, TINY_SIZES, run_entry_point, run_script, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
@@ -199,14 +201,15 @@ def test_a_loss_that_turns_nan_exits_2_and_last_ckpt_keeps_the_last_good_state(t
                                                                                 capsys):
     common = tiny_run_args(tiny_world, tmp_path, "--no_pretrained", *SMALL_SIZES)
     assert train.main([*common, "--n_epochs", "1", "--name", "clean"]) == 0
-    real_loss, calls = model.lightning.soft_margin_triplet_loss, []
+    calls = []
+    real_forward = model.loss.SoftMarginTripletLoss.forward
 
-    def loss_turning_nan(*args, **kwargs):  # the second batch of the second epoch (3 batches an epoch)
+    def loss_turning_nan(self, *args, **kwargs):  # the second batch of the second epoch (3 batches an epoch)
         calls.append(None)
-        loss = real_loss(*args, **kwargs)
+        loss = real_forward(self, *args, **kwargs)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(model.lightning, "soft_margin_triplet_loss", loss_turning_nan)
+    monkeypatch.setattr(model.loss.SoftMarginTripletLoss, "forward", loss_turning_nan)
     assert run_entry_point(train.main, KNOWN_ERRORS, [*common, "--n_epochs", "2", "--name", "nan"], monkeypatch) == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("error: loss is nan at epoch 1, batch 1; the weights were not updated")
@@ -216,22 +219,31 @@ def test_a_loss_that_turns_nan_exits_2_and_last_ckpt_keeps_the_last_good_state(t
         assert torch.equal(saved["state_dict"][key], value), key
 
 
-def test_cvact_training_hands_each_batchs_positions_to_the_loss(tiny_world, tmp_path, monkeypatch):
-    real_loss, positions = model.lightning.soft_margin_triplet_loss, []
+def test_cvact_training_hands_each_batchs_25_m_mask_to_the_loss(tiny_world, tmp_path, monkeypatch):
+    positions, masks = [], []
+    real_rule, real_forward = WithinDistance.__call__, model.loss.SoftMarginTripletLoss.forward
 
-    def recording_loss(sat, grd, *args, utm=None, **kwargs):
-        positions.append(utm)
-        return real_loss(sat, grd, *args, utm=utm, **kwargs)
+    def recording_rule(self, labels):
+        positions.append(labels["utm"])
+        return real_rule(self, labels)
 
-    monkeypatch.setattr(model.lightning, "soft_margin_triplet_loss", recording_loss)
+    def recording_loss(self, sat, grd, not_negatives=None, *args, **kwargs):
+        masks.append(not_negatives)
+        return real_forward(self, sat, grd, not_negatives, *args, **kwargs)
+
+    monkeypatch.setattr(WithinDistance, "__call__", recording_rule)
+    monkeypatch.setattr(model.loss.SoftMarginTripletLoss, "forward", recording_loss)
     args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", dataset="CVACT")
     assert train.main(args) == 0
     train_split = CVACT(tiny_world / "CVACT", "train", (64, 64), (32, 128))
     assert [len(utm) for utm in positions] == [8, 8, 8]
     seen = torch.cat(positions)
     assert seen.dtype == torch.float64
-    # every training pair once, each with its own position (the 25 m mask works on these)
+    # every training pair once, each with its own position
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, train_split.utm.tolist()))
+    for utm, mask in zip(positions, masks, strict=True):
+        expected = [[math.dist(a, b) < 25.0 for b in utm.tolist()] for a in utm.tolist()]
+        assert mask.tolist() == expected
 
 
 def test_the_model_without_fc_layers_trains_tests_and_draws(tiny_world, tmp_path):
@@ -341,3 +353,18 @@ def test_a_plain_run_prints_its_folder_epochs_and_figures_and_logs_the_rest(tiny
     debug = run_script("train.py", *args, "--name", "loud", "--debug", cwd=tmp_path)
     assert debug.returncode == 0, debug.stderr[-2000:]
     assert "Options" in debug.stdout and "GPU available" in debug.stdout + debug.stderr
+
+
+def test_training_with_info_nce_learns_its_temperature_and_tests_like_any_run(tiny_world, tmp_path):
+    args = tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--loss", "infonce", "--name",
+                         "infonce", *SMALL_SIZES)
+    assert train.main(args) == 0
+    saved = read_checkpoint(tmp_path / "infonce" / "last.ckpt")
+    assert saved["hyper_parameters"]["loss"] == "infonce"
+    scale = float(saved["state_dict"]["criterion.logit_scale"])
+    assert scale != pytest.approx(math.log(1 / 0.07), abs=1e-9)  # it moved with the network
+    assert len(saved["optimizer_states"][0]["param_groups"]) == 2  # the temperature in a group of its own
+    assert test_script.main(tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(tmp_path / "infonce" / "best.ckpt"),
+                                          "--name", "tested", *SMALL_SIZES)) == 0
+    with pytest.raises(UsageError, match="--loss arcface: expected one of triplet, infonce"):
+        train.main(tiny_run_args(tiny_world, tmp_path, "--n_epochs", "1", "--no_pretrained", "--loss", "arcface"))

@@ -38,6 +38,7 @@ class ModelConfig:
     sa_num: int = 8
     use_fc: bool = True
     fov: float = 360.0
+    backbone: str = "resnet34"
 
     @property
     def net_grd_size(self) -> tuple[int, int]:
@@ -70,8 +71,10 @@ def model_state(ckpt: Mapping[str, Any], source: str = "checkpoint") -> dict[str
     """
     if PUBLISHED_MODEL_KEY in ckpt:
         state = ckpt[PUBLISHED_MODEL_KEY]
-    elif "state_dict" in ckpt:
+    elif "state_dict" in ckpt:  # this project's: the network's under net., the loss's own parameters apart
         state = ckpt["state_dict"]
+        if isinstance(state, Mapping) and any(key.startswith(LIGHTNING_MODEL_PREFIX) for key in state):
+            state = {key: value for key, value in state.items() if key.startswith(LIGHTNING_MODEL_PREFIX)}
     else:
         state = ckpt
     stripped = {_strip_prefixes(k): v for k, v in state.items()} if isinstance(state, Mapping) else {}
@@ -111,7 +114,9 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        hint = "; check --backbone" if any(key.startswith("extract") for key in missing + unexpected) else ""
+        raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                              f"{hint}")
     for key, tensor in state.items():
         want = expected[key].shape
         if tensor.shape != want:
@@ -143,14 +148,16 @@ def is_lightning(ckpt: Mapping[str, Any]) -> bool:
 def model_config(ckpt: Mapping[str, Any], source: str = "checkpoint") -> tuple[ModelConfig, bool]:
     """The configuration a checkpoint's network was built with, and whether the checkpoint says so itself.
 
-    This project's checkpoints carry it (True). For published weights and bare state dicts (False), the
-    number of attention maps and FC or not follow from the tensors, and the image sizes are the paper's,
-    since the heads' sizes give only the number of feature-map positions, not their shape.
+    This project's checkpoints carry it (True); those written before backbones had names used ResNet-34.
+    For published weights and bare state dicts (False), the number of attention maps and FC or not follow
+    from the tensors, the backbone is the paper's (`engine.config` tells others by their tensors), and the
+    image sizes are the paper's, since the heads' sizes give only the number of positions, not their shape.
     """
     stored = ckpt.get("hyper_parameters")
     if isinstance(stored, Mapping) and {"sat_size", "grd_size", "sa_num", "use_fc"} <= set(stored):
         return ModelConfig(tuple(int(v) for v in stored["sat_size"]), tuple(int(v) for v in stored["grd_size"]),
-                           int(stored["sa_num"]), bool(stored["use_fc"]), float(stored.get("fov", 360.0))), True
+                           int(stored["sa_num"]), bool(stored["use_fc"]), float(stored.get("fov", 360.0)),
+                           str(stored.get("backbone", "resnet34"))), True
     state = model_state(ckpt, source)
     if "sa1.w1" not in state:
         return ModelConfig(use_fc=False), False

@@ -45,7 +45,7 @@ NO_EFFECT = ("isTrain", "start_epoch")
 # What only training reads; test.py (and train.py --test) accepts these and names them as unused.
 TRAINING_ONLY = ("save_step", "n_epochs", "batch_size", "lr", "b1", "b2", "lambda_sm", "hard_topk_ratio",
                  "hard_decay1_topk_ratio", "hard_decay2_topk_ratio", "hard_decay3_topk_ratio", "no_pretrained",
-                 "resume", "reset_optimizer", "global_negatives", "max_time", "lr_schedule", "lr_warmup")
+                 "resume", "reset_optimizer", "global_negatives", "max_time", "lr_schedule", "lr_warmup", "loss")
 # What only testing reads; train.py names these as unused.
 TESTING_ONLY = ("save_descriptors", "match_radius")
 
@@ -77,11 +77,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--mat_list", default="ACT_data.mat")
     add("--save_step", type=int, default=10, help="training: also keep a checkpoint every this many epochs")
     add("--checkpoint", default=None, help="published weights or this project's .ckpt")
-    add("--sat_size_h", type=integer, default=256, help="aerial image height (default: the checkpoint's)")
-    add("--sat_size_w", type=integer, default=256, help="aerial image width (default: the checkpoint's)")
-    add("--grd_size_h", type=integer, default=128, help="ground panorama height (default: the checkpoint's)")
-    add("--grd_size_w", type=integer, default=512, help="ground panorama width (default: the checkpoint's)")
-    add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps (default: the checkpoint's)")
     add("--n_epochs", type=int, default=200, help="training: total number of epochs, continued ones included")
     add("--batch_size", type=int, default=32, help="training batch")
     add("--batch_size_val", type=int, default=32, help="evaluation batch")
@@ -93,10 +88,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--hard_decay1_topk_ratio", type=float, default=0.1, help="hard negative ratio, epochs 21-40")
     add("--hard_decay2_topk_ratio", type=float, default=0.05, help="hard negative ratio, epochs 41-60")
     add("--hard_decay3_topk_ratio", type=float, default=0.01, help="hard negative ratio, after epoch 60")
+    add_model_flags(parser, "limited field of view: keep this many degrees of each panorama")
 
     add = parser.add_argument_group("this project's flags").add_argument
-    add("--no_fc", action="store_true",
-        help="the paper's ablation: max-pooled map as the only attention map (default: the checkpoint's)")
     add("--num_workers", type=int, default=None,
         help="data-loading processes (default: CPU count, at most 8; none with --cache_dir)")
     add("--cache_dir", default=None, metavar="DIR",
@@ -116,8 +110,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add("--data_root_vigor", default="./data/VIGOR/")
     add("--vigor_mode", choices=("same", "cross"), default="same",
         help="VIGOR: same-area (all four cities) or cross-area (train NewYork, Seattle; test SanFrancisco, Chicago)")
-    add("--fov", type=float, default=360.0,
-        help="limited field of view: keep this many degrees of each panorama (the ground head is sized for it)")
     add("--orientation_noise", type=float, default=0.0,
         help="unknown orientation: turn each panorama by a random angle in [0, this) degrees before the cut; "
              "360: unknown. Fixed per image by --seed in evaluation")
@@ -131,6 +123,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
              "or its --max_time, whichever ends first)")
     add("--lr_warmup", type=float, default=0.05, metavar="FRACTION",
         help="with --lr_schedule cosine: the share of the run spent warming up")
+    add("--loss", default="triplet",
+        help="training: a name in model/loss.py's LOSSES (triplet: the paper's, with hard-negative mining)")
     add("--global_negatives", action="store_true",
         help="training under DDP: hard negatives from the batches of all devices, not each device's own")
     add("--resume", default=None, metavar="RUN_DIR",
@@ -143,6 +137,21 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help="testing on CVACT_test: a retrieved image within this many metres of the query counts; "
              "0: one-to-one, only the query's own aerial image counts")
     return parser
+
+
+def add_model_flags(parser: argparse.ArgumentParser, fov_help: str) -> None:
+    """The flags that describe the network (`ModelConfig`), in a group of their own, for every entry point."""
+    add = parser.add_argument_group(
+        "the model (each defaults to the checkpoint's; the sizes and --sa_num are the authors' flags)").add_argument
+    add("--backbone", default="resnet34",
+        help="feature extractor of both branches, a name in model/backbone.py's BACKBONES (resnet34: the paper's)")
+    add("--sat_size_h", type=integer, default=256, help="aerial image height")
+    add("--sat_size_w", type=integer, default=256, help="aerial image width")
+    add("--grd_size_h", type=integer, default=128, help="ground panorama height")
+    add("--grd_size_w", type=integer, default=512, help="ground panorama width")
+    add("--sa_num", type=integer, default=8, help="number of spatial-aware attention maps")
+    add("--no_fc", action="store_true", help="the paper's ablation: max-pooled map as the only attention map")
+    add("--fov", type=float, default=360.0, help=f"{fov_help} (the ground head is sized for it)")
 
 
 _NOT_GIVEN = object()

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ CSV_COLUMNS = (
     "time", "run_folder", "dataset", "split", "num", "checkpoint", "protocol", "match_radius_m",
     *(f"{direction}_{name}" for direction in ("p2s", "s2p") for name in RECALL_NAMES),
     "hit_rate", "median_error_m", "accuracy_10m", "fov", "orientation_noise",
-    "precision", "no_fc", "sa_num", "sat_size", "grd_size",
+    "precision", "no_fc", "sa_num", "sat_size", "grd_size", "backbone",
 )
 
 log = logging.getLogger("cvgl")
@@ -292,6 +293,7 @@ def results_row(summary: dict[str, Any], run_dir: str | os.PathLike) -> dict[str
         **{key: summary.get(key) for key in ("fov", "orientation_noise", "precision", "no_fc", "sa_num")},
         "sat_size": "x".join(map(str, summary["sat_size"])),
         "grd_size": "x".join(map(str, summary["grd_size"])),
+        "backbone": summary.get("backbone"),
     }
     return {key: "" if value is None else value for key, value in row.items()}
 
@@ -300,30 +302,66 @@ def _figure(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
-def append_results_row(csv_path: str | os.PathLike, row: dict[str, Any]) -> bool:
-    """Append one row to the comparison table, with the header when the file is new.
+def append_results_row(csv_path: str | os.PathLike, row: dict[str, Any]) -> Path | None:
+    """Append one row to the comparison table, with the header when the file is new; returns the file written.
 
     The row goes out in one write to a file opened for appending, under an exclusive lock where the
-    system has one, so concurrent runs add whole lines and the header is written once. A table whose
-    header differs (other columns) is left alone and False returned.
+    system has one, so concurrent runs add whole lines and the header is written once. A table written
+    before columns were added gets the new header, its earlier rows those columns empty (rewritten beside
+    it and renamed over it). A table with columns this version does not write is left alone: the row goes
+    to a file beside it named after the new header. Either is said in one line. None: not written at all.
     """
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     line = io.StringIO()
     csv.writer(line, lineterminator="\n").writerow([row[column] for column in CSV_COLUMNS])
     header = ",".join(CSV_COLUMNS) + "\n"
-    with open(csv_path, "a+", newline="") as table:
-        if fcntl is not None:
-            fcntl.flock(table.fileno(), fcntl.LOCK_EX)
-        table.seek(0)
-        first_line = table.readline()
-        if first_line and first_line != header:
-            log.warning("%s has other columns than %s; the row was not added", csv_path, ", ".join(CSV_COLUMNS))
-            return False
-        table.seek(0, os.SEEK_END)
-        table.write(line.getvalue() if first_line else header + line.getvalue())
-        table.flush()
-    return True
+    beside = path.with_name(f"{path.stem}_{zlib.crc32(header.encode()):08x}{path.suffix}")
+    while True:
+        with open(path, "a+", newline="") as table:
+            if fcntl is not None:
+                fcntl.flock(table.fileno(), fcntl.LOCK_EX)
+            if not _is_still(table, path):  # another run rewrote it while this one waited for the lock
+                continue
+            table.seek(0)
+            first_line = table.readline()
+            if not first_line or first_line == header:
+                table.seek(0, os.SEEK_END)
+                table.write(line.getvalue() if first_line else header + line.getvalue())
+                table.flush()
+                return path
+            columns = next(csv.reader([first_line]))
+            if set(columns) < set(CSV_COLUMNS):
+                earlier = list(csv.DictReader(table, fieldnames=columns))
+                _rewrite(path, header, earlier, line.getvalue())
+                log.warning("%s: its header gained the columns %s; its %d earlier rows leave them empty", path,
+                            ", ".join(c for c in CSV_COLUMNS if c not in columns), len(earlier))
+                return path
+        if path == beside:
+            log.warning("%s has other columns than %s; the row was not added", path, ", ".join(CSV_COLUMNS))
+            return None
+        log.warning("%s has columns this version does not write; the row went to %s", path, beside)
+        path = beside
+
+
+def _is_still(table: io.TextIOBase, path: Path) -> bool:
+    """Whether the open file is still the one at `path` (not renamed over since it was opened)."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(table.fileno())
+    return (opened.st_dev, opened.st_ino) == (status.st_dev, status.st_ino)
+
+
+def _rewrite(path: Path, header: str, rows: list[dict[str, str]], new_line: str) -> None:
+    """The table with the new header, its rows under it, then the new line: written beside, renamed over it."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "w", newline="") as table:
+        table.write(header)
+        csv.DictWriter(table, CSV_COLUMNS, restval="", lineterminator="\n").writerows(rows)
+        table.write(new_line)
+    os.replace(partial, path)
 
 
 def write_test_report(
@@ -354,6 +392,7 @@ def write_test_report(
                                                     "(green: true match; d = 2 - 2 cos, lower is closer)"),
                       run_dir / "retrievals.png")
     written = {"recall_curve": curve, "retrievals": top}
-    if append_results_row(results_csv, results_row(summary, run_dir)):
-        written["results_csv"] = Path(results_csv)
+    table = append_results_row(results_csv, results_row(summary, run_dir))
+    if table is not None:
+        written["results_csv"] = table
     return written

@@ -94,6 +94,7 @@ def write_query_report(run_dir: str | os.PathLike, results_csv: str | os.PathLik
     if errors_m is not None:
         written["localization_error"] = save_figure(localization_figure(errors_m, name),
                                                     run_dir / "localization_error.png")
-    if append_results_row(results_csv, results_row(summary, run_dir)):
-        written["results_csv"] = Path(results_csv)
+    table = append_results_row(results_csv, results_row(summary, run_dir))
+    if table is not None:
+        written["results_csv"] = table
     return written

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.loss import covering_pairs, hard_topk_ratio_for_epoch, soft_margin_triplet_loss
+from dataset.negatives import WithinDistance, covering_pairs
+from model.loss import (
+    LOSSES,
+    SoftMarginTripletLoss,
+    SymmetricInfoNCELoss,
+    build_loss,
+    hard_topk_ratio_for_epoch,
+    soft_margin_triplet_loss,
+)
 from tests.distributed import global_negatives_loss, run_in_processes
 
 
@@ -31,6 +39,10 @@ def slow_loss(sat, grd, weight, ratio, utm=None, min_distance=25.0, covers=None)
     return sum(means) / 2
 
 
+def within_25m(utm):
+    return WithinDistance(25.0)({"utm": utm})
+
+
 def random_descriptors(n, dim=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     sat = torch.nn.functional.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
@@ -54,7 +66,7 @@ def test_reproduces_the_reference_loss(reference, ratio):
 
 def test_reproduces_the_reference_cvact_loss_with_all_pairs_far(reference):
     arrays, figures = reference
-    loss = soft_margin_triplet_loss(arrays["sat"], arrays["pano"], 10, 1.0, utm=arrays["utm"])
+    loss = soft_margin_triplet_loss(arrays["sat"], arrays["pano"], 10, 1.0, not_negatives=within_25m(arrays["utm"]))
     assert loss.item() == pytest.approx(figures["losses"]["cvact_far_1.0"], abs=1e-5)
 
 
@@ -69,7 +81,7 @@ def test_cvact_loss_with_all_pairs_far_equals_the_plain_loss():
     utm = torch.arange(8, dtype=torch.float64)[:, None] * torch.tensor([[100.0, 30.0]]) + 5e5
     for ratio in (1.0, 0.1):
         plain = soft_margin_triplet_loss(sat, grd, 10, ratio)
-        torch.testing.assert_close(soft_margin_triplet_loss(sat, grd, 10, ratio, utm=utm), plain)
+        torch.testing.assert_close(soft_margin_triplet_loss(sat, grd, 10, ratio, not_negatives=within_25m(utm)), plain)
 
 
 @pytest.mark.parametrize("ratio", [1.0, 0.2])
@@ -78,18 +90,18 @@ def test_close_cvact_pairs_change_neither_sum_nor_count(ratio):
     utm = torch.arange(8, dtype=torch.float64)[:, None] * torch.tensor([[100.0, 0.0]]) + torch.tensor([3e5, 6.1e6])
     utm[1] = utm[0] + torch.tensor([10.0, 10.0])  # 14 m apart: no negatives of each other
     utm[5] = utm[4] + torch.tensor([0.0, 24.9])
-    loss = soft_margin_triplet_loss(sat, grd, 10, ratio, utm=utm)
+    loss = soft_margin_triplet_loss(sat, grd, 10, ratio, not_negatives=within_25m(utm))
     assert loss.item() == pytest.approx(slow_loss(sat, grd, 10, ratio, utm=utm))
     moved = grd.clone()
     moved[1] = sat[0]  # item 1 now looks exactly like item 0's aerial image, 14 m away: no penalty for it
-    with_close_pair_changed = soft_margin_triplet_loss(sat, moved, 10, 1.0, utm=utm)
+    with_close_pair_changed = soft_margin_triplet_loss(sat, moved, 10, 1.0, not_negatives=within_25m(utm))
     assert with_close_pair_changed.item() == pytest.approx(slow_loss(sat, moved, 10, 1.0, utm=utm))
 
 
 def test_all_pairs_close_gives_zero_loss_with_a_gradient():
     sat, grd = random_descriptors(4)
     sat.requires_grad_(True)
-    loss = soft_margin_triplet_loss(sat, grd, 10, 1.0, utm=torch.zeros(4, 2, dtype=torch.float64))
+    loss = soft_margin_triplet_loss(sat, grd, 10, 1.0, not_negatives=within_25m(torch.zeros(4, 2, dtype=torch.float64)))
     loss.backward()
     assert loss.item() == 0.0 and sat.grad is not None
 
@@ -123,7 +135,7 @@ def test_global_negatives_give_the_loss_and_gradient_of_the_whole_batch(world, t
     utm[5] = utm[4] + 10  # one pair closer than 25 m, across devices when world is 2 or 3
     results = run_in_processes(global_negatives_loss, world, tmp_path, sat, grd, utm)
     whole_sat, whole_grd = sat.clone().requires_grad_(), grd.clone().requires_grad_()
-    whole = soft_margin_triplet_loss(whole_sat, whole_grd, 10.0, 0.1, utm=utm)
+    whole = soft_margin_triplet_loss(whole_sat, whole_grd, 10.0, 0.1, not_negatives=within_25m(utm))
     whole.backward()
     for rank, result in enumerate(results):
         local = slice(rank * 12 // world, (rank + 1) * 12 // world)
@@ -150,3 +162,53 @@ def test_tiles_that_cover_another_panorama_of_the_batch_are_not_its_negatives(ra
     loss = soft_margin_triplet_loss(sat, grd, 10.0, ratio, not_negatives=mask)
     assert loss.item() == pytest.approx(slow_loss(sat, grd, 10.0, ratio, covers=covers))
     assert loss.item() != pytest.approx(slow_loss(sat, grd, 10.0, ratio))
+
+
+def slow_info_nce(sat, grd, scale, smoothing, covers=None):
+    """Row by row with math: each aerial image's cross-entropy over the panoramas it may be confused with, each
+    panorama's over the aerial images, smoothing spread over those candidates, the two means averaged."""
+    n = len(sat)
+    means = []
+    for aerial_query in (True, False):
+        total = 0.0
+        for q in range(n):
+            candidates = [r for r in range(n) if r == q or covers is None or
+                          not (covers(q, r) if aerial_query else covers(r, q))]
+            logits = {r: scale * float(sat[q] @ grd[r] if aerial_query else sat[r] @ grd[q]) for r in candidates}
+            log_norm = math.log(sum(math.exp(value) for value in logits.values()))
+            for r in candidates:
+                target = smoothing / len(candidates) + (1 - smoothing if r == q else 0.0)
+                total -= target * (logits[r] - log_norm)
+        means.append(total / n)
+    return sum(means) / 2
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_symmetric_info_nce_matches_the_slow_loss_with_and_without_pairs_ruled_out(smoothing):
+    sat, grd = random_descriptors(7, seed=5)
+    loss = SymmetricInfoNCELoss(label_smoothing=smoothing)
+    scale = math.exp(loss.logit_scale.item())
+    assert scale == pytest.approx(1 / 0.07)
+    assert loss(sat, grd).item() == pytest.approx(slow_info_nce(sat, grd, scale, smoothing))
+    positive = torch.tensor([0, 1, 2, 2, 3, 4, 5])
+    semi = torch.tensor([[7, 8, 9], [0, 8, 9], [10, 11, 12], [13, 14, 15], [1, 16, 17], [18, 19, 20], [21, 22, 23]])
+
+    def covers(i, j):
+        return int(positive[i]) in [int(positive[j]), *semi[j].tolist()]
+
+    ruled_out = loss(sat, grd, covering_pairs(positive, semi))
+    assert ruled_out.item() == pytest.approx(slow_info_nce(sat, grd, scale, smoothing, covers))
+    assert ruled_out.item() != pytest.approx(loss(sat, grd).item())
+
+
+def test_the_info_nce_temperature_learns_and_the_losses_are_chosen_by_name():
+    sat, grd = (t.float().requires_grad_() for t in random_descriptors(6, seed=6))
+    loss = build_loss("infonce", loss_weight=10.0)
+    loss(sat, grd).backward()
+    assert loss.logit_scale.grad is not None and loss.logit_scale.grad.item() != 0.0
+    assert isinstance(build_loss("triplet", loss_weight=3.0), SoftMarginTripletLoss)
+    triplet = build_loss("triplet", loss_weight=3.0)
+    assert triplet(sat, grd, None, 0.5).item() == pytest.approx(soft_margin_triplet_loss(sat, grd, 3.0, 0.5).item())
+    assert set(LOSSES) == {"triplet", "infonce"}
+    with pytest.raises(ValueError, match="unknown loss 'arcface'; expected one of triplet, infonce"):
+        build_loss("arcface")

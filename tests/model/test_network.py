@@ -3,11 +3,11 @@ import pytest
 import torch
 import torchvision.models._api as torchvision_api
 
-from model.backbone import PretrainedWeightsUnavailable, ResNet34Backbone
+from model.backbone import BACKBONES, PretrainedWeightsUnavailable, backbone_of_state, build_backbone, feature_grid
 from model.head import SpatialAwareHead
 from model.loss import soft_margin_triplet_loss
 from model.network import CrossViewNet, count_parameters
-from utils.checkpoint import load_weights
+from utils.checkpoint import ModelConfig, load_weights
 
 SAT, GRD = (64, 64), (32, 128)
 
@@ -94,10 +94,40 @@ def test_parameter_counts_at_the_papers_sizes():
     assert count_parameters(CrossViewNet().sa1) == (1024 * 512 + 512 + 512 * 1024 + 1024) * 8
 
 
-def test_missing_imagenet_weights_name_the_file_and_the_flag(monkeypatch):
+@pytest.mark.parametrize(("name", "file_prefix"), [("resnet34", "resnet34-"), ("resnet18", "resnet18-"),
+                                                 ("mobilenet_v3_large", "mobilenet_v3_large-")])
+def test_missing_imagenet_weights_name_the_file_and_the_flag(monkeypatch, name, file_prefix):
     def offline(url, *args, **kwargs):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", offline)
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet34-.*\.pth.*--no_pretrained"):
-        ResNet34Backbone(pretrained=True)
+    with pytest.raises(PretrainedWeightsUnavailable, match=rf"for {name} .*{file_prefix}.*\.pth.*--no_pretrained"):
+        build_backbone(name, pretrained=True)
+
+
+def test_every_registered_backbone_states_its_channels_and_stride_and_the_heads_fit_it():
+    assert list(BACKBONES)[0] == "resnet34" and {"resnet18", "mobilenet_v3_large"} <= set(BACKBONES)
+    for name, cls in BACKBONES.items():
+        backbone = build_backbone(name).eval()
+        for size in ((64, 64), (32, 128), (48, 80)):
+            with torch.no_grad():
+                features = backbone(torch.zeros(1, 3, *size))
+            assert features.shape[1] == cls.out_channels, name
+            assert tuple(features.shape[2:]) == feature_grid(name, size) == (size[0] // cls.stride,
+                                                                             size[1] // cls.stride), (name, size)
+        net = CrossViewNet.from_config(ModelConfig((64, 64), (32, 128), sa_num=2, backbone=name)).eval()
+        with torch.no_grad():
+            sat, grd = net(torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 32, 128) * 2 - 1)
+        assert sat.shape == grd.shape == (2, cls.out_channels * 2) == (2, net.descriptor_size), name
+        maps = net.attention_maps(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 32, 128))
+        assert maps[0].shape == (1, 2, *feature_grid(name, (64, 64))), name
+        assert backbone_of_state(net.state_dict()) == name  # told apart by their tensors alone
+    assert backbone_of_state({"extract1.other.weight": torch.zeros(3)}) is None
+
+
+def test_the_papers_backbone_keeps_the_published_names_and_the_others_are_lighter():
+    assert count_parameters(CrossViewNet.from_config(ModelConfig())) == 33_142_400
+    assert all(key.startswith(("extract1.layers.", "extract2.layers.", "sa1.", "sa2."))
+               for key in CrossViewNet().state_dict())
+    assert count_parameters(build_backbone("resnet18")) < count_parameters(build_backbone("resnet34")) / 2
+    assert count_parameters(build_backbone("mobilenet_v3_large")) < count_parameters(build_backbone("resnet18")) / 3

@@ -141,4 +141,6 @@ def test_published_weights_tell_their_maps_and_fc_layers_and_default_to_the_pape
 def test_this_projects_checkpoints_state_their_configuration():
     hyper_parameters = {"sat_size": [32, 48], "grd_size": [16, 64], "sa_num": 2, "use_fc": False}
     ckpt = {"state_dict": {}, "hyper_parameters": hyper_parameters}
-    assert model_config(ckpt) == (ModelConfig((32, 48), (16, 64), 2, False), True)
+    assert model_config(ckpt) == (ModelConfig((32, 48), (16, 64), 2, False), True)  # before backbones had names
+    ckpt["hyper_parameters"] = {**hyper_parameters, "backbone": "resnet18", "fov": 90.0}
+    assert model_config(ckpt) == (ModelConfig((32, 48), (16, 64), 2, False, 90.0, "resnet18"), True)

@@ -1,4 +1,5 @@
 import csv
+import logging
 
 import cv2
 import numpy as np
@@ -113,10 +114,19 @@ def test_retrievals_rank_the_true_match_as_the_metric_does(tiny_world):
         assert retrieval.query.shape == (32, 128, 3) and retrieval.images[0].shape == (64, 64, 3)
 
 
-def test_the_results_table_keeps_one_header_and_skips_a_foreign_one(tmp_path):
+@pytest.fixture
+def cvgl_log(caplog):
+    """What the project's logger says (it does not propagate to the root logger caplog listens to)."""
+    logger = logging.getLogger("cvgl")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_the_results_table_keeps_one_header_and_leaves_a_foreign_one_alone(tmp_path, cvgl_log):
     table = tmp_path / "deeper" / "results.csv"
     for run in ("a", "b"):
-        assert append_results_row(table, results_row(summary_for("CVUSA", "val", 13), tmp_path / run))
+        assert append_results_row(table, results_row(summary_for("CVUSA", "val", 13), tmp_path / run)) == table
     lines = table.read_text().splitlines()
     assert lines[0] == ",".join(CSV_COLUMNS) and len(lines) == 3
     assert [row["run_folder"] for row in csv.DictReader(lines)] == [str(tmp_path / "a"), str(tmp_path / "b")]
@@ -124,8 +134,33 @@ def test_the_results_table_keeps_one_header_and_skips_a_foreign_one(tmp_path):
 
     foreign = tmp_path / "foreign.csv"
     foreign.write_text("name,score\nx,1\n")
-    assert not append_results_row(foreign, results_row(summary_for("CVUSA", "val", 13), tmp_path))
-    assert foreign.read_text() == "name,score\nx,1\n"
+    written = append_results_row(foreign, results_row(summary_for("CVUSA", "val", 13), tmp_path))
+    assert foreign.read_text() == "name,score\nx,1\n"  # left alone; the row went beside it, and says where
+    assert written.parent == tmp_path and written.name.startswith("foreign_") and written.suffix == ".csv"
+    assert written.read_text().splitlines()[0] == ",".join(CSV_COLUMNS) and len(written.read_text().splitlines()) == 2
+    assert f"the row went to {written}" in cvgl_log.text
+    assert append_results_row(foreign, results_row(summary_for("CVUSA", "val", 13), tmp_path)) == written
+    assert len(written.read_text().splitlines()) == 3
+    written.write_text("name\n")  # even the file beside it is foreign: nothing is written anywhere
+    assert append_results_row(foreign, results_row(summary_for("CVUSA", "val", 13), tmp_path)) is None
+
+
+def test_a_table_of_an_earlier_version_gains_the_new_columns_and_keeps_its_rows(tmp_path, cvgl_log):
+    table = tmp_path / "results.csv"
+    old_columns = [column for column in CSV_COLUMNS if column != "backbone"]
+    earlier = results_row(summary_for("CVUSA", "val", 13), tmp_path / "old")
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, old_columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(earlier)
+    summary = {**summary_for("CVUSA", "val", 13), "backbone": "resnet18"}
+    assert append_results_row(table, results_row(summary, tmp_path / "new")) == table
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert table.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert [(row["run_folder"], row["backbone"]) for row in rows] == [(str(tmp_path / "old"), ""),
+                                                                       (str(tmp_path / "new"), "resnet18")]
+    assert rows[0]["p2s_r@1"] == earlier["p2s_r@1"] and "gained the columns backbone" in cvgl_log.text
+    assert [entry.name for entry in tmp_path.iterdir()] == ["results.csv"]  # nothing half-written left
 
 
 def test_a_gallery_smaller_than_the_top_five_still_draws(tiny_world, tmp_path):
