@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dataset.cvact import read_act_data
 from dataset.errors import DatasetError, check_files_exist, name_paths
@@ -36,6 +36,7 @@ from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
 from utils.cli import UsageError, add_model_flags, check_field_of_view, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
+from utils.image_cache import DecodedImages
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
 
@@ -158,25 +159,11 @@ def index_config(opt: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class AerialImages(Dataset):
-    """The gallery's images as uint8 CHW tensors, for a DataLoader's workers to read."""
-
-    def __init__(self, paths: Sequence[str], size_hw: tuple[int, int]) -> None:
-        self.paths = list(paths)
-        self.size_hw = size_hw
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return to_chw_tensor(read_rgb(self.paths[index], self.size_hw))
-
-
 @torch.no_grad()
 def embed_gallery(net: CrossViewNet, gallery: Gallery, batch_size: int, num_workers: int) -> np.ndarray:
     """Descriptors of every aerial image, (N, D) float32, in gallery order."""
     device = next(net.parameters()).device
-    loader = DataLoader(AerialImages(gallery.paths, net.sat_size), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(DecodedImages(gallery.paths, net.sat_size), batch_size=batch_size, num_workers=num_workers)
     parts = []
     for done, images in enumerate(loader, start=1):
         parts.append(net.embed_sat(to_model_range(images.to(device))).float().cpu())

@@ -129,6 +129,7 @@ class CrossViewModule(pl.LightningModule):
         self.save_hyperparameters()
         self.net = CrossViewNet.from_config(self.model_config, pretrained)
         self.criterion = build_loss(loss, loss_weight=lambda_sm)
+        self.not_negatives: Callable[[dict[str, torch.Tensor]], torch.Tensor | None] | None = None
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile_net:
@@ -140,6 +141,10 @@ class CrossViewModule(pl.LightningModule):
         self.eval_errors_m: np.ndarray | None = None
         self._eval_batches: dict[int, list[dict[str, torch.Tensor]]] = {}
         self._eval_batch_sizes: dict[int, int] = {}
+
+    def setup(self, stage: str) -> None:
+        """The data module's rule of which in-batch pairs are not negatives; without one, all are."""
+        self.not_negatives = getattr(self.trainer.datamodule, "not_negatives", None)
 
     @property
     def model_config(self) -> ModelConfig:
@@ -211,7 +216,7 @@ class CrossViewModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         sat, grd = self.net(batch["sat"], batch["grd"])
-        rule = getattr(self.trainer.datamodule, "not_negatives", None)  # the dataset's; none: all are negatives
+        rule = self.not_negatives
         labels = {key: batch[key] for key in getattr(rule, "label_keys", ())}
         if self.hparams.global_negatives and self.trainer.world_size > 1:  # negatives from every device's batch
             sat, grd = gather_with_grad(sat), gather_with_grad(grd)

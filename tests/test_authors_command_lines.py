@@ -17,6 +17,8 @@ import train
 from dataset.synthetic import generate
 from model.network import CrossViewNet
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 TRAIN_CVUSA = "--data_root_cvusa {cvusa} --gpu 0 --batch_size 32 --batch_size_val 32 --n_epochs 300 --CVUSA"
 TRAIN_CVACT = "--data_root_cvact {cvact} --gpu 0 --batch_size 32 --batch_size_val 32 --n_epochs 300 --CVACT"
 TEST_CVUSA = ("--data_root_cvusa {cvusa} --gpu 0 --batch_size_val 32 --n_epochs 300 --CVUSA --test "

@@ -14,6 +14,8 @@ import torch
 import test as test_script
 from tests.helpers import REPO_ROOT, SMALL_SIZES, offline_env, tiny_run_args
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 
 def free_port():
     with socket.socket() as sock:

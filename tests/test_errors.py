@@ -164,6 +164,7 @@ def test_train_py_without_the_imagenet_weights_names_the_file_and_the_flag(tiny_
     assert_one_line_error(code, capsys.readouterr().err, f"download that file to {weights} or pass --no_pretrained")
 
 
+@pytest.mark.slow
 def test_bad_images_are_all_named_before_the_first_step_and_good_ones_are_not_decoded_twice(tiny_world, tmp_path,
                                                                                           monkeypatch):
     monkeypatch.setenv(RECORD_DIR_ENV, str(tmp_path / "records"))
@@ -254,6 +255,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     assert "Traceback" in stderr and stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_foreseen_in_a_warning_and_met_with_one_line_and_no_partial_file(tiny_world, tmp_path,
                                                                                         monkeypatch, capsys):
     # torch reports a full disk as an error of its zip writer, after writing what fitted.

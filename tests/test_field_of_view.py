@@ -12,6 +12,8 @@ import train
 from tests.conftest import preserved_process_state
 from tests.helpers import tiny_run_args
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 
 def results(folder) -> dict:
     return json.loads((folder / "results.json").read_text())

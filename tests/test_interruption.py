@@ -17,6 +17,8 @@ import torch
 from tests.helpers import REPO_ROOT, SMALL_SIZES, offline_env, run_script, tiny_run_args
 from utils.checkpoint import read_checkpoint
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 EPOCHS = ("--n_epochs", "2", "--no_pretrained", "--batch_size", "4", *SMALL_SIZES)
 CASES = {
     "CVUSA": ("--CVUSA", "--fov", "180", "--orientation_noise", "360"),  # turns drawn in the workers, too

@@ -17,6 +17,8 @@ from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
 from utils.images import ImageReadError
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 SIZES = {"sat_size": (64, 64), "grd_size": (32, 128)}
 MATCH_LINE = re.compile(r"^\s+(\d+)\s+(-?\d+\.\d+)\s+(\S+)(.*)$")
 

@@ -5,10 +5,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from tests.helpers import REPO_ROOT, SMALL_SIZES, offline_env, run_script, tiny_run_args
 from utils.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
 
 EPOCHS = ("--n_epochs", "3", "--no_pretrained", "--batch_size", "4", *SMALL_SIZES)
 

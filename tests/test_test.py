@@ -86,6 +86,7 @@ def test_cvact_val_through_test_py_is_one_to_one_on_val_set(tiny_world, tiny_tra
         assert results["p2s"] == pytest.approx(slow_recall(arrays["sat"], arrays["grd"], val.utm, 0.0))
 
 
+@pytest.mark.slow
 def test_ddp_over_two_cpu_processes_gives_the_single_process_recall(tiny_world, tiny_trained_run, tmp_path):
     common = ("--checkpoint", str(tiny_trained_run / "best.ckpt"))
     single = ("--save_descriptors", str(tmp_path / "one.npz"))
@@ -262,6 +263,7 @@ def test_published_format_weights_of_another_backbone_are_told_by_their_tensors(
         test_script.main(tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(path), "--backbone", "resnet34"))
 
 
+@pytest.mark.slow
 def test_a_run_trained_with_another_backbone_states_it_in_its_checkpoint(tiny_world, tmp_path):
     import train
 

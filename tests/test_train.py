@@ -18,6 +18,8 @@ from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import read_checkpoint
 from utils.cli import UsageError, build_parser
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 
 def test_a_run_folder_holds_options_log_and_checkpoints(tiny_trained_run):
     names = {p.name for p in tiny_trained_run.iterdir()}

@@ -17,6 +17,8 @@ from tests.helpers import TINY_SIZES, run_script
 from tests.utils.test_figures import assert_readable_png
 from utils.geo import haversine_m
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 
 def vigor_args(world: Path, results: Path, mode: str, *extra: str) -> list[str]:
     return ["--VIGOR", "--data_root_vigor", str(world / "VIGOR"), "--vigor_mode", mode, *TINY_SIZES, "--gpu", "-1",

@@ -7,6 +7,8 @@ from tests.helpers import TINY_SIZES
 from tests.utils.test_figures import assert_readable_png
 from utils.cli import UsageError
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
+
 
 def test_the_command_line_draws_a_trained_run_and_an_fc_free_checkpoint(tiny_world, tiny_trained_run, tmp_path):
     common = ["--CVUSA", "--data_root_cvusa", str(tiny_world / "CVUSA"), "--gpu", "-1"]

@@ -124,12 +124,23 @@ def _as_float(*descriptors: Tensor) -> tuple[Tensor, ...]:
     return tuple(d.to(dtype).contiguous() for d in descriptors)
 
 
+@dataclass(frozen=True)
+class _Counts:
+    closer: Tensor
+    closer_not_covering: Tensor | None
+    top1: Tensor | None
+
+
 def _count_closer(queries: Tensor, references: Tensor, positive_pairs: PairFinder, chunk_size: int,
-                  shard: Shard | None = None) -> Tensor:
-    """Per query, the number of references strictly more similar than its most similar positive reference.
+                  shard: Shard | None = None, covering: Tensor | None = None, top1: bool = False) -> _Counts:
+    """Per query, the number of references strictly more similar than its most similar positive reference:
+    the one ranking every figure of this module comes from.
 
     `positive_pairs(start, stop)` gives the (query, reference) index pairs that count as matches for the queries
     in [start, stop); every query has at least one. Their similarities are read from the chunk's own product.
+    With `covering` (Q, L), also the count without the references each query's row of it lists (VIGOR: the
+    positive and the semi-positives); with `top1`, each query's most similar reference (the lowest index
+    among equals).
     """
     queries, references = _as_float(queries, references)
     num_queries, num_refs = len(queries), len(references)
@@ -138,15 +149,26 @@ def _count_closer(queries: Tensor, references: Tensor, positive_pairs: PairFinde
     # booleans, and float32 counts are exact below 2**24.
     count_dtype = queries.dtype if num_refs < 2**24 else torch.float64
     closer = torch.zeros(num_queries, dtype=torch.int64, device=queries.device)
+    not_covering = torch.zeros_like(closer) if covering is not None else None
+    most_similar = torch.zeros_like(closer) if top1 else None
     block_buffer = torch.empty(chunk_size, num_refs, dtype=queries.dtype, device=queries.device)
     for start in _chunks_of(num_queries, chunk_size, shard):
         stop = min(start + chunk_size, num_queries)
         block = torch.mm(queries[start:stop], references.T, out=block_buffer[: stop - start])
+        if most_similar is not None:
+            most_similar[start:stop] = block.argmax(1)  # the first of equal maxima
         rows, cols = (index.to(block.device) for index in positive_pairs(start, stop))
         best = torch.full((stop - start,), float("-inf"), dtype=block.dtype, device=block.device)
         best.scatter_reduce_(0, rows - start, block[rows - start, cols], "amax")
-        closer[start:stop] = torch.gt(block, best[:, None], out=block).sum(1, dtype=count_dtype).to(torch.int64)
-    return closer if shard is None else shard.sum_across(closer)
+        is_closer = torch.gt(block, best[:, None], out=block)
+        closer[start:stop] = is_closer.sum(1, dtype=count_dtype).to(torch.int64)
+        if not_covering is not None:
+            is_closer.scatter_(1, covering[start:stop], 0.0)
+            not_covering[start:stop] = is_closer.sum(1, dtype=count_dtype).to(torch.int64)
+    counts = (closer, not_covering, most_similar)
+    if shard is not None:
+        counts = tuple(None if t is None else shard.sum_across(t) for t in counts)
+    return _Counts(*counts)
 
 
 def _diagonal_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
@@ -170,8 +192,8 @@ def recall_at_k(
     its share of the chunks and the counts are summed across processes (`Shard`).
     """
     _check_descriptors(sat, grd, chunk_size)
-    closer_p2s = _count_closer(grd, sat, _diagonal_pairs, chunk_size, shard)
-    closer_s2p = _count_closer(sat, grd, _diagonal_pairs, chunk_size, shard)
+    closer_p2s = _count_closer(grd, sat, _diagonal_pairs, chunk_size, shard).closer
+    closer_s2p = _count_closer(sat, grd, _diagonal_pairs, chunk_size, shard).closer
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
@@ -237,8 +259,8 @@ def recall_within_distance(
         raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
     utm = utm.to(device=sat.device, dtype=torch.float64)
     pairs = _radius_pair_finder(utm, radius)  # symmetric: the same pairs serve both directions
-    closer_p2s = _count_closer(grd, sat, pairs, chunk_size, shard)
-    closer_s2p = _count_closer(sat, grd, pairs, chunk_size, shard)
+    closer_p2s = _count_closer(grd, sat, pairs, chunk_size, shard).closer
+    closer_s2p = _count_closer(sat, grd, pairs, chunk_size, shard).closer
     return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
 
 
@@ -281,8 +303,8 @@ def rank_queries(
 
     The gallery need not be one-to-one with the queries (VIGOR): queries may share a positive and references
     may be nobody's. `semi_positives` (Q, S) are references that also cover the query's place; they count for
-    the hit rate, not for recall. Works over chunks of queries like `recall_at_k`, whose p2s counts this equals
-    on paired data (positive = arange(N)).
+    the hit rate, not for recall. The same ranking as `recall_at_k`'s, whose p2s counts this equals on paired
+    data (positive = arange(N)), with each query's own positive in place of the diagonal.
     """
     if sat.ndim != 2 or grd.ndim != 2 or sat.shape[1] != grd.shape[1] or 0 in (len(sat), len(grd)):
         raise ValueError(f"expected aerial (R, D) and ground (Q, D) descriptors with R, Q > 0, got "
@@ -299,25 +321,9 @@ def rank_queries(
     if labels.min() < 0 or labels.max() >= num_refs:
         raise ValueError(f"positive and semi-positive indices must lie in 0..{num_refs - 1}")
     _check_finite(sat, grd)
-    grd, sat = _as_float(grd, sat)
-    chunk_size = min(chunk_size, num_queries)
 
-    count_dtype = grd.dtype if num_refs < 2**24 else torch.float64
-    closer = torch.zeros(num_queries, dtype=torch.int64, device=sat.device)
-    closer_not_covering = torch.zeros_like(closer)
-    top1 = torch.zeros_like(closer)
-    block_buffer = torch.empty(chunk_size, num_refs, dtype=grd.dtype, device=sat.device)
-    closer_buffer = torch.empty_like(block_buffer)
-    for start in _chunks_of(num_queries, chunk_size, shard):
-        stop = min(start + chunk_size, num_queries)
-        block = torch.mm(grd[start:stop], sat.T, out=block_buffer[: stop - start])
-        top1[start:stop] = block.argmax(1)  # the first of equal maxima
-        chunk_labels = labels[start:stop]
-        positive_similarity = block.gather(1, chunk_labels[:, :1])
-        closer_than_positive = torch.gt(block, positive_similarity, out=closer_buffer[: stop - start])
-        closer[start:stop] = closer_than_positive.sum(1, dtype=count_dtype).to(torch.int64)
-        closer_than_positive.scatter_(1, chunk_labels, 0.0)  # the positive and the tiles that also cover the query
-        closer_not_covering[start:stop] = closer_than_positive.sum(1, dtype=count_dtype).to(torch.int64)
-    if shard is not None:
-        closer, closer_not_covering, top1 = (shard.sum_across(t) for t in (closer, closer_not_covering, top1))
-    return QueryRanking(closer, closer_not_covering, top1, num_refs)
+    def positive_pairs(first: int, end: int) -> tuple[Tensor, Tensor]:
+        return torch.arange(first, end, device=positive.device), positive[first:end]
+
+    counts = _count_closer(grd, sat, positive_pairs, chunk_size, shard, covering=labels, top1=True)
+    return QueryRanking(counts.closer, counts.closer_not_covering, counts.top1, num_refs)

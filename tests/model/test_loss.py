@@ -126,6 +126,7 @@ def test_hard_negative_schedule_follows_the_paper():
     assert hard_topk_ratio_for_epoch(30, (1.0, 0.5, 0.2, 0.1)) == 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_global_negatives_give_the_loss_and_gradient_of_the_whole_batch(world, tmp_path):
     generator = torch.Generator().manual_seed(world)

@@ -74,6 +74,7 @@ def test_a_cache_gives_the_decoded_images_and_a_second_open_decodes_nothing(imag
     assert sorted(p.name for p in path.parent.iterdir()) == ["c.cache", "c.cache.lock"]
 
 
+@pytest.mark.slow
 def test_equal_batches_with_and_without_the_cache_through_worker_processes(fake_cvusa_root, fake_cvact_root,
                                                                           tmp_path):
     for make in (
@@ -226,6 +227,7 @@ image_cache.CachedImages(sys.argv[2:], (24, 40), sys.argv[1], workers=1)
 """
 
 
+@pytest.mark.slow
 def test_a_build_killed_mid_way_leaves_no_cache_and_the_next_one_finishes(images, tmp_path, cache_log):
     path = tmp_path / "c.cache"
     CachedImages(images[:5], SIZE, path)  # an older cache, of other images
@@ -249,6 +251,7 @@ def test_a_build_killed_mid_way_leaves_no_cache_and_the_next_one_finishes(images
     assert_same_images(finished, many)
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_cache_directory_build_it_once(images, tmp_path):
     path = tmp_path / "c.cache"
     script = "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n" + BUILD_SLOWLY

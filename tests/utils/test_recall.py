@@ -164,6 +164,7 @@ def test_exact_duplicates_in_a_gallery_tie_with_the_positive_for_recall_and_hit_
         assert ranking.recall() == {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_exact_duplicates_tie_on_any_number_of_processes(world, tmp_path):
     sat, grd = duplicated_descriptors(40, seed=world)
@@ -212,6 +213,7 @@ def test_a_nearby_wrong_reference_counts_as_found():
     assert recall_within_distance(sat, grd, utm, ks=[1], radius=2.0)["p2s"]["r@1"] == pytest.approx(100 * 2 / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_candidates", [1, 7, 100, 2**22])
 def test_pairs_within_radius_along_a_north_south_street_match_all_pairs(max_candidates):
     # Eastings within 3 m of each other: every image is a candidate of every other, so the search batches.
@@ -248,6 +250,7 @@ def test_mistakes_raise_one_line_errors(call, message):
         call()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_sharded_recall_over_processes_equals_one_process(world, tmp_path):
     generator = torch.Generator().manual_seed(world)
@@ -389,6 +392,7 @@ def test_ranking_mistakes_raise_one_line_errors(call, message):
         call()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_ranking_over_processes_equals_one_process(world, tmp_path):
     sat, grd, positive, semi = gallery_case(33, 26, seed=world)  # 6 chunks of 5 queries, 1 in the last
