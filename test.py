@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from engine.build import KNOWN_ERRORS, build_datamodule, build_module, build_trainer, check_images, resolve_precision
+from engine.build import (
+    KNOWN_ERRORS,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    check_images,
+    dataset_name,
+    resolve_precision,
+)
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import stored_options
@@ -23,7 +31,6 @@ from utils.cli import (
     TRAINING_ONLY,
     UsageError,
     build_parser,
-    dataset_name,
     default_run_name,
     is_first_process,
     make_run_dir,
@@ -39,8 +46,6 @@ from utils.figures import write_test_report
 from utils.gallery_report import write_query_report
 
 DIRECTIONS = {"p2s": "ground->aerial", "s2p": "aerial->ground"}
-ONE_TO_ONE = "one-to-one"
-POSITIVE_TILE = "positive tile (semi-positives count for the hit rate)"
 
 
 def recall_table(results: dict[str, Any], title: str) -> str:
@@ -58,22 +63,6 @@ def recall_table(results: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def matching_protocol(name: str, split: str, match_radius: float) -> tuple[float | None, str]:
-    """(radius in metres or None, the protocol's name) by which a retrieved aerial image counts as a match.
-
-    CVACT_test is reported two ways in the literature: within 5 m of the query (the dataset authors' rule) or
-    one-to-one, where only the query's own aerial image counts (`--match_radius 0`). VIGOR's recall counts the
-    positive tile only. Other splits are one-to-one.
-    """
-    if match_radius < 0:
-        raise UsageError(f"--match_radius {match_radius:g}: expected metres >= 0 (0: one-to-one pairing)")
-    if name == "VIGOR":
-        return None, POSITIVE_TILE
-    if (name, split) != ("CVACT", "test") or match_radius == 0:
-        return None, ONE_TO_ONE
-    return match_radius, f"within {match_radius:g} m"
-
-
 def main(argv: list[str] | None = None) -> int:
     opt, given = parse_options(build_parser(__doc__), argv)
     if not opt.checkpoint:
@@ -82,17 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
     opt.precision, precision_reason = resolve_precision(opt.precision, devices)
-    split = {"CVACT": opt.eval_split, "VIGOR": f"{opt.vigor_mode}-area test"}.get(name, "val")
-    radius, protocol = matching_protocol(name, split, opt.match_radius)
+    if opt.match_radius < 0:
+        raise UsageError(f"--match_radius {opt.match_radius:g}: expected metres >= 0 (0: one-to-one pairing)")
 
     ckpt = read_checkpoint(opt.checkpoint)
     stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     if "orientation_noise" not in given and stated is not None:  # test as the run trained, unless told otherwise
         opt.orientation_noise = float((stored_options(ckpt, opt.checkpoint) or {}).get("orientation_noise", 0.0))
+    datamodule = build_datamodule(opt)
+    split = datamodule.evaluation_split
+    radius, protocol = datamodule.matching(opt.match_radius)
     module = build_module(opt, pretrained=False, distance_radius=radius)
     load_checkpoint_weights(module.net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt
-    datamodule = build_datamodule(opt)
     datamodule.setup("test")
 
     run_dir = job_run_dir(lambda: make_run_dir(opt.results_dir, opt.name or default_run_name(f"{name}_test")), devices)

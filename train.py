@@ -26,6 +26,7 @@ from engine.build import (
     build_module,
     build_trainer,
     check_images,
+    dataset_name,
     resolve_precision,
 )
 from engine.cluster import job_run_dir
@@ -40,7 +41,6 @@ from utils.cli import (
     TESTING_ONLY,
     UsageError,
     build_parser,
-    dataset_name,
     default_run_name,
     describe_options,
     is_first_process,

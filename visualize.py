@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset.cvact import CVACT
-from dataset.cvusa import CVUSA
 from dataset.views import LimitedFieldOfView
-from dataset.vigor import VIGOR
-from engine.build import KNOWN_ERRORS
+from engine.build import KNOWN_ERRORS, build_datamodule, dataset_name
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
 from model.network import CrossViewNet
 from utils.attention_figure import attention_figure
 from utils.checkpoint import read_checkpoint
-from utils.cli import UsageError, build_parser, dataset_name, parse_devices, parse_options, run_main
+from utils.cli import UsageError, build_parser, parse_devices, parse_options, run_main
 from utils.figures import save_figure
 
 
@@ -42,16 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     config = config_of(opt)
     net = CrossViewNet.from_config(config)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
-    sizes = {"sat_size": config.sat_size, "grd_size": config.grd_size}
     view = None if (opt.fov, opt.orientation_noise) == (360, 0) else \
         LimitedFieldOfView(opt.fov, opt.orientation_noise, seed=opt.seed)
-    if name == "VIGOR":
-        dataset = VIGOR(opt.data_root_vigor, "test", opt.vigor_mode, transforms=view, pairs=True, **sizes)
-    elif name == "CVACT":
-        dataset = CVACT(opt.data_root_cvact, opt.eval_split, mat_file=opt.mat_list, transforms=view, **sizes)
-    else:
-        dataset = CVUSA(opt.data_root_cvusa, "val", train_csv=opt.train_csv, val_csv=opt.val_csv, transforms=view,
-                        **sizes)
+    dataset = build_datamodule(opt).figure_pairs(view)
     net.to(torch.device(f"cuda:{devices.devices[0]}" if devices.accelerator == "gpu" else "cpu"))
 
     chosen = np.unique(np.linspace(0, len(dataset) - 1, min(opt.num_samples, len(dataset))).round().astype(int))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -11,13 +14,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dataset.cvact import CVACT, MAT_FILE
 from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
-from dataset.negatives import CoveringTiles, EveryOtherPair, WithinDistance
+from dataset.negatives import CoveringTiles, EveryOtherPair, NotNegatives, WithinDistance
 from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, EpochSamples, ShuffledBatches
 from dataset.views import LimitedFieldOfView
 from dataset.vigor import VIGOR, VIGORGallery
 
 MAX_DEFAULT_WORKERS = 8
 EVAL_SPLITS = ("val", "test")
+ONE_TO_ONE = "one-to-one"
+POSITIVE_TILE = "positive tile (semi-positives count for the hit rate)"
 
 
 def default_num_workers() -> int:
@@ -41,7 +46,35 @@ class _CrossViewDataModule(pl.LightningDataModule):
     paid once, not every epoch. Reading the cache is then cheaper than handing batches between processes, so
     `num_workers` None means no worker processes with a cache (`benchmarks/README.md` has the figures) and one
     per CPU, at most 8, without.
+
+    A dataset is one subclass: its `name` (its flag, `--CVUSA`, and its runs' prefix), the option naming its
+    folder (`root_option`), `from_options` reading its own flags, its rule of which in-batch pairs are not
+    negatives (`not_negatives`), what its evaluation is called (`evaluation_split`), by which rule a retrieved
+    image counts (`matching`), and its evaluation pairs for figures (`figure_pairs`); `DATAMODULES` lists them
+    by name for the entry points.
     """
+
+    name: str
+    root_option: str
+    not_negatives: NotNegatives = EveryOtherPair()
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace, **common: Any) -> _CrossViewDataModule:
+        """The data module the command line's options describe; `common` holds the settings every one takes."""
+        raise NotImplementedError
+
+    @property
+    def evaluation_split(self) -> str:
+        """The split validation and testing evaluate, as reports name it."""
+        return "val"
+
+    def matching(self, match_radius: float) -> tuple[float | None, str]:
+        """(radius in metres or None, the protocol's name) by which a retrieved aerial image counts as a match."""
+        return None, ONE_TO_ONE
+
+    def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Dataset:
+        """The evaluation split as aerial / panorama pairs, for figures."""
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -159,7 +192,14 @@ class _CrossViewDataModule(pl.LightningDataModule):
 class CVUSADataModule(_CrossViewDataModule):
     """CVUSA 19zl: train on train_csv; validate and test on val_csv (the benchmark has no separate test split)."""
 
-    not_negatives = EveryOtherPair()
+    name, root_option = "CVUSA", "data_root_cvusa"
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace, **common: Any) -> CVUSADataModule:
+        return cls(options.data_root_cvusa, train_csv=options.train_csv, val_csv=options.val_csv, **common)
+
+    def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> CVUSA:
+        return CVUSA(self.root, "val", self.sat_size, self.grd_size, self.train_csv, self.val_csv, transforms)
 
     def __init__(
         self,
@@ -199,7 +239,26 @@ class CVACTDataModule(_CrossViewDataModule):
     In a training batch, pairs closer than 25 m are not each other's negatives (as the authors' loss rules).
     """
 
+    name, root_option = "CVACT", "data_root_cvact"
     not_negatives = WithinDistance(25.0)
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace, **common: Any) -> CVACTDataModule:
+        return cls(options.data_root_cvact, mat_file=options.mat_list, eval_split=options.eval_split, **common)
+
+    @property
+    def evaluation_split(self) -> str:
+        return self.eval_split
+
+    def matching(self, match_radius: float) -> tuple[float | None, str]:
+        """CVACT_test is reported two ways in the literature: within `match_radius` metres of the query (the
+        dataset authors' rule, 5 m) or one-to-one, where only the query's own aerial image counts (0)."""
+        if self.eval_split != "test" or match_radius == 0:
+            return None, ONE_TO_ONE
+        return match_radius, f"within {match_radius:g} m"
+
+    def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> CVACT:
+        return CVACT(self.root, self.eval_split, self.sat_size, self.grd_size, self.mat_file, transforms)
 
     def __init__(
         self,
@@ -250,7 +309,22 @@ class VIGORDataModule(_CrossViewDataModule):
     evaluation by DistributedSampler, whose padding the model drops by index.
     """
 
+    name, root_option = "VIGOR", "data_root_vigor"
     not_negatives = CoveringTiles()
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace, **common: Any) -> VIGORDataModule:
+        return cls(options.data_root_vigor, mode=options.vigor_mode, **common)
+
+    @property
+    def evaluation_split(self) -> str:
+        return f"{self.mode}-area test"
+
+    def matching(self, match_radius: float) -> tuple[float | None, str]:
+        return None, POSITIVE_TILE
+
+    def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> VIGOR:
+        return VIGOR(self.root, "test", self.mode, self.sat_size, self.grd_size, transforms, pairs=True)
 
     def __init__(
         self,
@@ -290,3 +364,8 @@ class VIGORDataModule(_CrossViewDataModule):
         """Two loaders: the queries, then the gallery they are ranked against."""
         shard = super()._eval_loader
         return [shard(dataset) for dataset in (queries, self.gallery)]
+
+
+DATAMODULES: dict[str, type[_CrossViewDataModule]] = {
+    module.name: module for module in (CVUSADataModule, CVACTDataModule, VIGORDataModule)
+}

@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+
+class NotNegatives(Protocol):
+    """A dataset's rule: the labels it reads from a batch, and the (B, B) mask from them (None: no pair)."""
+
+    @property
+    def label_keys(self) -> tuple[str, ...]: ...
+
+    def __call__(self, labels: Mapping[str, torch.Tensor]) -> torch.Tensor | None: ...
 
 
 @dataclass(frozen=True)

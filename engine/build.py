@@ -17,7 +17,7 @@ import torch.distributed as dist
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from dataset.datamodule import CVACTDataModule, CVUSADataModule, VIGORDataModule, default_num_workers
+from dataset.datamodule import DATAMODULES, default_num_workers
 from dataset.errors import DatasetError, name_paths
 from engine.cluster import external_launcher
 from engine.config import config_of
@@ -26,7 +26,7 @@ from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from model.loss import LOSSES
 from utils.checkpoint import CheckpointError
-from utils.cli import FILE_ONLY, Devices, UsageError, dataset_name, is_first_process
+from utils.cli import FILE_ONLY, Devices, UsageError, check_field_of_view, is_first_process
 from utils.image_cache import CacheDirError
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError
@@ -52,18 +52,25 @@ def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:
     )
 
 
+def dataset_name(opt: argparse.Namespace) -> str:
+    """The dataset the flags name (`--CVUSA` ..., one of `DATAMODULES`; CVUSA when none is, as in the authors'
+    parser), its view flags checked."""
+    chosen = [name for name in DATAMODULES if getattr(opt, name, False)]
+    if len(chosen) > 1:
+        flags = [f"--{name}" for name in DATAMODULES]
+        raise UsageError(f"pass one of {', '.join(flags[:-1])} and {flags[-1]}, not "
+                         f"{' and '.join('--' + name for name in chosen)}")
+    check_field_of_view(opt.fov, getattr(opt, "orientation_noise", 0.0))
+    return chosen[0] if chosen else next(iter(DATAMODULES))
+
+
 def build_datamodule(opt: argparse.Namespace) -> pl.LightningDataModule:
-    sizes = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w)}
-    loading = {"batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers,
-               "fov": opt.fov, "orientation_noise": opt.orientation_noise, "seed": opt.seed,
-               "cache_dir": opt.cache_dir}
-    name = dataset_name(opt)
-    if name == "VIGOR":
-        return VIGORDataModule(opt.data_root_vigor, mode=opt.vigor_mode, **sizes, **loading)
-    if name == "CVACT":
-        return CVACTDataModule(opt.data_root_cvact, mat_file=opt.mat_list, eval_split=opt.eval_split,
-                               **sizes, **loading)
-    return CVUSADataModule(opt.data_root_cvusa, train_csv=opt.train_csv, val_csv=opt.val_csv, **sizes, **loading)
+    """The data module of the dataset the flags name (`dataset.datamodule.DATAMODULES`), with the loader
+    settings every dataset takes."""
+    common = {"sat_size": (opt.sat_size_h, opt.sat_size_w), "grd_size": (opt.grd_size_h, opt.grd_size_w),
+              "batch_size": opt.batch_size, "batch_size_val": opt.batch_size_val, "num_workers": opt.num_workers,
+              "fov": opt.fov, "orientation_noise": opt.orientation_noise, "seed": opt.seed, "cache_dir": opt.cache_dir}
+    return DATAMODULES[dataset_name(opt)].from_options(opt, **common)
 
 
 BAD_IMAGES_FILE = "bad_images.txt"

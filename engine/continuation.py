@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dataset.datamodule import DATAMODULES
 from utils.cli import NO_EFFECT, TESTING_ONLY, UsageError, flag_text
 
 OPTIONS_KEY = "options"  # this project's checkpoints carry the run's options under this key
 OPTIONS_FILE = "options.json"
 # What a continued run may be given anew: how long, where the data lies now, and on what it runs.
-MAY_CHANGE = ("n_epochs", "max_time", "num_workers", "cache_dir", "data_root_cvusa", "data_root_cvact",
-              "data_root_vigor", "gpu_ids", "cpu_procs", "num_nodes", "precision", "deterministic", "channels_last",
-              "compile", "debug")
+MAY_CHANGE = ("n_epochs", "max_time", "num_workers", "cache_dir", *(m.root_option for m in DATAMODULES.values()),
+              "gpu_ids", "cpu_procs", "num_nodes", "precision", "deterministic", "channels_last", "compile", "debug")
 # What describes this call rather than the run: never taken from the stored options, never a contradiction.
 ABOUT_THIS_CALL = ("resume", "checkpoint", "test", "results_dir", "name", *NO_EFFECT, *TESTING_ONLY)
 

@@ -234,18 +234,6 @@ def is_first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-DATASETS = ("CVUSA", "CVACT", "VIGOR")
-
-
-def dataset_name(opt: argparse.Namespace) -> str:
-    """The benchmark the flags name (CVUSA when none is, as in the authors' parser), its view flags checked."""
-    chosen = [name for name in DATASETS if getattr(opt, name, False)]
-    if len(chosen) > 1:
-        raise UsageError(f"pass one of --CVUSA, --CVACT and --VIGOR, not {' and '.join('--' + n for n in chosen)}")
-    check_field_of_view(opt.fov, getattr(opt, "orientation_noise", 0.0))
-    return chosen[0] if chosen else "CVUSA"
-
-
 def check_field_of_view(fov: float, orientation_noise: float = 0.0) -> None:
     """--fov and --orientation_noise must be angles of the circle, in one line otherwise."""
     if not 0 < fov <= 360:

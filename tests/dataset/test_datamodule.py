@@ -8,9 +8,19 @@ from torch.utils.data import SequentialSampler
 from dataset import synthetic
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
-from dataset.datamodule import CVACTDataModule, CVUSADataModule, default_num_workers
+from dataset.datamodule import (
+    DATAMODULES,
+    ONE_TO_ONE,
+    POSITIVE_TILE,
+    CVACTDataModule,
+    CVUSADataModule,
+    VIGORDataModule,
+    default_num_workers,
+)
 from dataset.errors import DatasetError
+from dataset.negatives import CoveringTiles, EveryOtherPair, WithinDistance
 from dataset.sampler import ShuffledBatches
+from utils.cli import build_parser
 
 SAT, GRD = (64, 64), (32, 128)
 
@@ -136,3 +146,33 @@ def test_cvact_from_the_synthetic_world(tmp_path):
     batch = next(iter(module.train_dataloader()))
     assert batch["sat"].shape == (2, 3, *SAT) and batch["utm"].shape == (2, 2)
     assert torch.isfinite(batch["utm"]).all()
+
+
+def test_each_dataset_is_one_registered_data_module_built_from_its_own_options(tmp_path):
+    opt = build_parser().parse_args(["--data_root_cvusa", str(tmp_path / "u"), "--data_root_cvact", str(tmp_path / "a"),
+                                     "--data_root_vigor", str(tmp_path / "v"), "--eval_split", "test",
+                                     "--vigor_mode", "cross", "--mat_list", "other.mat", "--val_csv", "v.csv"])
+    assert list(DATAMODULES) == ["CVUSA", "CVACT", "VIGOR"]
+    built = {name: module.from_options(opt, batch_size=4) for name, module in DATAMODULES.items()}
+    for name, datamodule in built.items():
+        assert datamodule.name == name and datamodule.root == getattr(opt, datamodule.root_option)
+    assert built["CVUSA"].val_csv == "v.csv" and built["CVACT"].mat_file == "other.mat"
+    assert [datamodule.evaluation_split for datamodule in built.values()] == ["val", "test", "cross-area test"]
+    assert built["CVUSA"].matching(5.0) == (None, ONE_TO_ONE)
+    assert built["CVACT"].matching(5.0) == (5.0, "within 5 m") and built["CVACT"].matching(0) == (None, ONE_TO_ONE)
+    assert built["VIGOR"].matching(5.0) == (None, POSITIVE_TILE)
+    opt.eval_split = "val"
+    assert DATAMODULES["CVACT"].from_options(opt).matching(5.0) == (None, ONE_TO_ONE)  # CVACT_val is one-to-one
+    rules = [type(datamodule.not_negatives) for datamodule in built.values()]
+    assert rules == [EveryOtherPair, WithinDistance, CoveringTiles]
+
+
+def test_the_figures_take_each_datasets_evaluation_pairs(tiny_world):
+    sizes = {"sat_size": (64, 64), "grd_size": (32, 128)}
+    cvusa = CVUSADataModule(tiny_world / "CVUSA", **sizes).figure_pairs(None)
+    cvact = CVACTDataModule(tiny_world / "CVACT", eval_split="test", **sizes).figure_pairs(None)
+    vigor = VIGORDataModule(tiny_world / "VIGOR", mode="same", **sizes).figure_pairs(None)
+    assert (cvusa.split, cvact.split, vigor.split) == ("val", "test", "test")
+    for pairs in (cvusa, cvact, vigor):
+        sample = pairs[0]
+        assert sample["sat"].shape == (3, 64, 64) and sample["grd"].shape == (3, 32, 128)
