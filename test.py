@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if not trainer.is_global_zero:
         return 0
 
-    results = module.eval_results["test"]
+    evaluation = module.evaluations["test"]
+    results = evaluation.figures
     dataset = datamodule.test_dataset
     gallery = getattr(datamodule, "gallery", None)
     summary = {
@@ -118,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomically(run_dir / "results.json", summary)
     results_csv = Path(opt.results_dir) / "results.csv"
     if gallery is not None:
-        report = write_query_report(run_dir, results_csv, summary, module.eval_descriptors, module.eval_ranking,
-                                    module.eval_errors_m, dataset, gallery)
+        report = write_query_report(run_dir, results_csv, summary, evaluation.descriptors, evaluation.ranking,
+                                    evaluation.errors_m, dataset, gallery)
     else:
-        report = write_test_report(run_dir, results_csv, summary, module.eval_descriptors, dataset)
+        report = write_test_report(run_dir, results_csv, summary, evaluation.descriptors, dataset)
     log.info("figures and table row: %s", ", ".join(str(path) for path in report.values()))
     if opt.save_descriptors:
-        save_descriptors(Path(opt.save_descriptors), module.eval_descriptors, dataset.ids,
+        save_descriptors(Path(opt.save_descriptors), evaluation.descriptors, dataset.ids,
                          None if gallery is None else gallery.ids)
         log.info("descriptors: %s", opt.save_descriptors)
     log.info("results: %s", run_dir / "results.json")

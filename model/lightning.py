@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,18 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation gave: its figures (recall by direction; VIGOR's hit rate and localization), the
+    descriptors in dataset order, and against a gallery of its own also each query's ranking and the top-1
+    tile's error in metres."""
+
+    figures: dict[str, Any]
+    descriptors: dict[str, torch.Tensor]
+    ranking: QueryRanking | None = None
+    errors_m: np.ndarray | None = None
+
+
 class CrossViewModule(pl.LightningModule):
     """Training, validation and test of `CrossViewNet`, with evaluation on the full gallery under DDP.
 
@@ -135,10 +148,7 @@ class CrossViewModule(pl.LightningModule):
         if compile_net:
             self.net.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
         self.initial_optimizer_state: dict[str, Any] | None = None
-        self.eval_results: dict[str, dict[str, Any]] = {}
-        self.eval_descriptors: dict[str, torch.Tensor] = {}
-        self.eval_ranking: QueryRanking | None = None
-        self.eval_errors_m: np.ndarray | None = None
+        self.evaluations: dict[str, Evaluation] = {}  # by stage ("val", "test"): the last one's
         self._eval_batches: dict[int, list[dict[str, torch.Tensor]]] = {}
         self._eval_batch_sizes: dict[int, int] = {}
 
@@ -292,10 +302,12 @@ class CrossViewModule(pl.LightningModule):
         shard = Shard.of_process_group() if self.trainer.world_size > 1 else None  # 1/world of the products each
         if len(loaders) == 2:
             queries, references = len(loaders[0]["grd"]), len(loaders[1]["sat"])
-            results, size = self._score_queries(*loaders, shard), f"{queries} queries against {references} references"
+            evaluation = self._score_queries(*loaders, shard)
+            size = f"{queries} queries against {references} references"
         else:
-            results, size = self._score_pairs(stage, loaders[0], shard), f"{len(loaders[0]['sat'])} pairs"
-        self.eval_results[stage] = results
+            evaluation, size = self._score_pairs(stage, loaders[0], shard), f"{len(loaders[0]['sat'])} pairs"
+        self.evaluations[stage] = evaluation
+        results = evaluation.figures
         for key, value in _flat_figures(results).items():
             self.log(f"{stage}/{key}", value, sync_dist=True, prog_bar=key == "p2s_r@1")
         if stage == "val" and self.trainer.is_global_zero:
@@ -307,28 +319,26 @@ class CrossViewModule(pl.LightningModule):
                 line += f"  median error {results['localization']['median_m']:.1f} m"
             log.info("epoch %d validation, %s: %s", self.schedule_epoch, size, line)
 
-    def _score_pairs(self, stage: str, gallery: dict[str, torch.Tensor], shard: Shard | None) -> dict[str, Any]:
+    def _score_pairs(self, stage: str, gallery: dict[str, torch.Tensor], shard: Shard | None) -> Evaluation:
         radius = self.hparams.distance_radius
         if stage == "test" and radius is not None and "utm" in gallery:
             results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius, shard=shard)
         else:
             results = recall_at_k(gallery["sat"], gallery["grd"], shard=shard)
-        self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()}
-        return results
+        return Evaluation(results, {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()})
 
     def _score_queries(self, queries: dict[str, torch.Tensor], gallery: dict[str, torch.Tensor],
-                       shard: Shard | None) -> dict[str, Any]:
+                       shard: Shard | None) -> Evaluation:
         """Panoramas against a gallery of their own (VIGOR): recall, hit rate and the top-1 tile's distance."""
         ranking = rank_queries(gallery["sat"], queries["grd"], queries["positive"], queries.get("semi_positives"),
                                shard=shard)
         results: dict[str, Any] = {"p2s": ranking.recall(), "hit_rate": ranking.hit_rate}
-        self.eval_ranking = ranking
-        self.eval_descriptors = {"sat": gallery["sat"].cpu(), "grd": queries["grd"].cpu()}
+        errors_m = None
         if "latlon" in queries and "latlon" in gallery:
             top1 = ranking.top1.cpu()
-            self.eval_errors_m = haversine_m(gallery["latlon"].cpu()[top1].numpy(), queries["latlon"].cpu().numpy())
-            results["localization"] = localization_summary(self.eval_errors_m)
-        return results
+            errors_m = haversine_m(gallery["latlon"].cpu()[top1].numpy(), queries["latlon"].cpu().numpy())
+            results["localization"] = localization_summary(errors_m)
+        return Evaluation(results, {"sat": gallery["sat"].cpu(), "grd": queries["grd"].cpu()}, ranking, errors_m)
 
 
 def _flat_figures(results: dict[str, Any]) -> dict[str, float]:
