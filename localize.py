@@ -276,7 +276,7 @@ def usable_gallery(gallery: Gallery, skip_bad_images: bool, workers: int) -> Gal
     if not bad:
         return gallery
     named = [f"{path} ({problem})" for path, problem in bad]
-    if not skip_bad_images:
+    if not skip_bad_images or len(bad) == len(gallery.paths):
         raise DatasetError(f"{len(bad)} of {len(gallery.paths)} aerial images of {gallery.source} cannot be used: "
                            f"{name_paths(named)}; mend or remove them, or pass --skip_bad_images to index the rest")
     print(f"skipping {len(bad)} of {len(gallery.paths)} aerial images that cannot be used:", file=sys.stderr)

@@ -109,8 +109,9 @@ def check_images(datamodule: pl.LightningDataModule, run_dir: Path, log: logging
     if bad:
         position = {path: number for number, path in enumerate(paths)}
         bad.sort(key=lambda item: position[item[0]])
-        listing = run_dir / BAD_IMAGES_FILE
-        listing.write_text("".join(f"{path}\t{problem}\n" for path, problem in bad))
+        listing, partial = run_dir / BAD_IMAGES_FILE, run_dir / f".{BAD_IMAGES_FILE}.partial"
+        partial.write_text("".join(f"{path}\t{problem}\n" for path, problem in bad))
+        os.replace(partial, listing)  # whole or absent
         first = name_paths([f"{path} ({problem})" for path, problem in bad])
         raise DatasetError(f"{len(bad)} of {len(paths)} images cannot be used: {first}; all are listed in {listing}")
 

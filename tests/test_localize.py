@@ -216,6 +216,12 @@ def test_unusable_gallery_images_stop_the_call_before_the_pass_unless_skipped_by
     with np.load(index) as arrays:
         assert len(arrays["ids"]) == 12 and sorted(arrays["skipped"]) == sorted([str(metadata), str(truncated)])
 
+    alone = tmp_path / "only_bad"
+    alone.mkdir()
+    (alone / metadata.name).write_bytes(metadata.read_bytes())
+    with pytest.raises(DatasetError, match="1 of 1 aerial images of .* cannot be used"):  # nothing left to index
+        localize.main(localize_args(checkpoint, "--aerial_dir", str(alone), "--skip_bad_images"))
+
     assert localize.main([*args, val_split.grd_paths[0]]) == 0  # the same folder again: the index serves it
     output = capsys.readouterr().out
     assert "gallery pass skipped" in output and "without the 2 unusable images skipped" in output
