@@ -27,6 +27,7 @@ from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossEr
 from model.loss import LOSSES
 from utils.checkpoint import CheckpointError
 from utils.cli import FILE_ONLY, Devices, UsageError, check_field_of_view, is_first_process
+from utils.files import write_text_atomically
 from utils.image_cache import CacheDirError
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError
@@ -109,9 +110,8 @@ def check_images(datamodule: pl.LightningDataModule, run_dir: Path, log: logging
     if bad:
         position = {path: number for number, path in enumerate(paths)}
         bad.sort(key=lambda item: position[item[0]])
-        listing, partial = run_dir / BAD_IMAGES_FILE, run_dir / f".{BAD_IMAGES_FILE}.partial"
-        partial.write_text("".join(f"{path}\t{problem}\n" for path, problem in bad))
-        os.replace(partial, listing)  # whole or absent
+        listing = run_dir / BAD_IMAGES_FILE
+        write_text_atomically(listing, "".join(f"{path}\t{problem}\n" for path, problem in bad))
         first = name_paths([f"{path} ({problem})" for path, problem in bad])
         raise DatasetError(f"{len(bad)} of {len(paths)} images cannot be used: {first}; all are listed in {listing}")
 

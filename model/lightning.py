@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from model.backbone import DEFAULT_BACKBONE
 from model.loss import build_loss, gather_with_grad, hard_topk_ratio_for_epoch
 from model.network import CrossViewNet
 from model.schedule import lr_factor
@@ -134,7 +135,7 @@ class CrossViewModule(pl.LightningModule):
         fov: float = 360.0,
         lr_schedule: str = "constant",
         lr_warmup: float = 0.0,
-        backbone: str = "resnet34",
+        backbone: str = DEFAULT_BACKBONE,
         loss: str = "triplet",
     ) -> None:
         super().__init__()
@@ -190,8 +191,9 @@ class CrossViewModule(pl.LightningModule):
             optimizer.load_state_dict(self.initial_optimizer_state)
             for group in optimizer.param_groups:  # load_state_dict brought the stored ones back
                 group.update(lr=self.hparams.lr, betas=betas)
-        if any(True for _ in self.criterion.parameters()):  # a learnable temperature: a group of its own
-            optimizer.add_param_group({"params": list(self.criterion.parameters())})
+        loss_parameters = list(self.criterion.parameters())
+        if loss_parameters:  # a learnable temperature: a group of its own
+            optimizer.add_param_group({"params": loss_parameters})
         return optimizer
 
     def training_progress(self) -> float:

@@ -157,7 +157,7 @@ def model_config(ckpt: Mapping[str, Any], source: str = "checkpoint") -> tuple[M
     if isinstance(stored, Mapping) and {"sat_size", "grd_size", "sa_num", "use_fc"} <= set(stored):
         return ModelConfig(tuple(int(v) for v in stored["sat_size"]), tuple(int(v) for v in stored["grd_size"]),
                            int(stored["sa_num"]), bool(stored["use_fc"]), float(stored.get("fov", 360.0)),
-                           str(stored.get("backbone", "resnet34"))), True
+                           str(stored.get("backbone", ModelConfig.backbone))), True
     state = model_state(ckpt, source)
     if "sa1.w1" not in state:
         return ModelConfig(use_fc=False), False

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.files import write_text_atomically
+
 RUN_DIR_ENV = "CVGL_RUN_DIR"
 
 
@@ -276,9 +278,7 @@ def default_run_name(prefix: str) -> str:
 
 def write_json_atomically(path: Path, data: dict) -> None:
     """Readers never see half a file: write beside it, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share a temporary file
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 # How a collective fails when another process of the job died: gloo's broken connection, NCCL's backend error.

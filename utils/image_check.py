@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.files import write_text_atomically
+
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START = b"\x89PNG\r\n\x1a\n"
 RECORD_DIR_ENV = "CVGL_CHECKED_IMAGES_DIR"
@@ -66,10 +68,7 @@ def write_record(path: Path, good: dict[str, Stamp]) -> bool:
     """Add `good` to the record at `path`, atomically; False when it cannot be written (the check still holds)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        merged = read_record(path) | good
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(merged))
-        os.replace(partial, path)
+        write_text_atomically(path, json.dumps(read_record(path) | good))
     except OSError:
         return False
     return True

@@ -17,18 +17,20 @@ def cvusa_ids(count: int) -> list[str]:
 RAW_SAT, RAW_GRD = "bingmap/19", "streetview/panos"
 
 
+def _layout(raw: bool) -> tuple[str, str, str]:
+    """(aerial folder, panorama folder, panorama suffix) of the reorganised layout or the download's."""
+    return (RAW_SAT, RAW_GRD, ".jpg") if raw else ("sat", "grd", ".png")
+
+
 def make_cvusa_folders(root: Path, raw: bool = False) -> None:
-    for folder in (RAW_SAT, RAW_GRD, "splits") if raw else ("sat", "grd", "splits"):
+    for folder in (*_layout(raw)[:2], "splits"):
         (root / folder).mkdir(parents=True, exist_ok=True)
 
 
 def write_cvusa_pair(root: Path, pair_id: str, sat_jpg: bytes, grd_rgb: np.ndarray, raw: bool = False) -> None:
-    if raw:
-        (root / RAW_SAT / f"{pair_id}.jpg").write_bytes(sat_jpg)
-        (root / RAW_GRD / f"{pair_id}.jpg").write_bytes(encode(grd_rgb, ".jpg"))
-    else:
-        (root / "sat" / f"{pair_id}.jpg").write_bytes(sat_jpg)
-        (root / "grd" / f"{pair_id}.png").write_bytes(encode(grd_rgb, ".png"))
+    sat_folder, grd_folder, grd_suffix = _layout(raw)
+    (root / sat_folder / f"{pair_id}.jpg").write_bytes(sat_jpg)
+    (root / grd_folder / f"{pair_id}{grd_suffix}").write_bytes(encode(grd_rgb, grd_suffix))
 
 
 def write_cvusa_splits(root: Path, ids: list[str], num_train: int) -> None:

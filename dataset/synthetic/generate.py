@@ -81,9 +81,9 @@ def generate(
         view_rng = np.random.default_rng([seed, index])
         sat, grd = render_pair(world, positions[index], sizes["CVUSA"], view_rng)
         write_cvusa_pair(cvusa_root, ids[index], sat, grd, raw=real_sizes)
-        if cvact and sizes["CVACT"] != sizes["CVUSA"]:
-            sat, grd = render_pair(world, positions[index], sizes["CVACT"], np.random.default_rng([seed, index, 1]))
         if cvact:
+            if sizes["CVACT"] != sizes["CVUSA"]:
+                sat, grd = render_pair(world, positions[index], sizes["CVACT"], np.random.default_rng([seed, index, 1]))
             write_cvact_pair(cvact_root, pano_ids[index], sat, grd)
     write_cvusa_splits(cvusa_root, ids, num_train)
     if cvact:
