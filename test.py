@@ -42,8 +42,7 @@ from utils.cli import (
     unused_options,
     write_json_atomically,
 )
-from utils.figures import write_test_report
-from utils.gallery_report import write_query_report
+from utils.report import write_test_report
 
 DIRECTIONS = {"p2s": "ground->aerial", "s2p": "aerial->ground"}
 
@@ -80,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         opt.orientation_noise = float((stored_options(ckpt, opt.checkpoint) or {}).get("orientation_noise", 0.0))
     datamodule = build_datamodule(opt)
     split = datamodule.evaluation_split
-    radius, protocol = datamodule.matching(opt.match_radius)
-    module = build_module(opt, pretrained=False, distance_radius=radius)
+    matching = datamodule.matching("test")
+    module = build_module(opt, pretrained=False)
     load_checkpoint_weights(module.net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt
     datamodule.setup("test")
@@ -101,32 +100,29 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluation = module.evaluations["test"]
     results = evaluation.figures
-    dataset = datamodule.test_dataset
-    gallery = getattr(datamodule, "gallery", None)
+    queries, references = datamodule.evaluation_datasets("test")
+    paired = queries is references
     summary = {
-        "dataset": name, "split": split, "num": len(dataset), "checkpoint": os.path.abspath(opt.checkpoint),
-        **results, "protocol": protocol, "match_radius_m": radius, "fov": opt.fov,
+        "dataset": name, "split": split, "num": len(queries), "checkpoint": os.path.abspath(opt.checkpoint),
+        **results, "protocol": matching.name, "match_radius_m": matching.radius_m, "fov": opt.fov,
         "orientation_noise": opt.orientation_noise, "seed": opt.seed, "precision": opt.precision, "no_fc": opt.no_fc,
         "sa_num": opt.sa_num, "backbone": opt.backbone, "sat_size": [opt.sat_size_h, opt.sat_size_w],
         "grd_size": [opt.grd_size_h, opt.grd_size_w],
     }
-    size = f"{len(dataset)} queries, {len(gallery)} references" if gallery is not None else f"{len(dataset)} pairs"
+    if not paired:
+        summary["gallery"] = len(references)
+    size = f"{len(queries)} pairs" if paired else f"{len(queries)} queries, {len(references)} references"
     view = f", field of view {opt.fov:g}, orientation noise {opt.orientation_noise:g}" \
         if (opt.fov, opt.orientation_noise) != (360, 0) else ""
-    log.info(recall_table(results, f"{name} {split}, {size}, checkpoint {opt.checkpoint}, protocol: {protocol}{view}"))
-    if gallery is not None:
-        summary["gallery"] = len(gallery)
+    log.info(recall_table(results, f"{name} {split}, {size}, checkpoint {opt.checkpoint}, "
+                                   f"protocol: {matching.name}{view}"))
     write_json_atomically(run_dir / "results.json", summary)
-    results_csv = Path(opt.results_dir) / "results.csv"
-    if gallery is not None:
-        report = write_query_report(run_dir, results_csv, summary, evaluation.descriptors, evaluation.ranking,
-                                    evaluation.errors_m, dataset, gallery)
-    else:
-        report = write_test_report(run_dir, results_csv, summary, evaluation.descriptors, dataset)
+    report = write_test_report(run_dir, Path(opt.results_dir) / "results.csv", summary, evaluation, queries,
+                               references)
     log.info("figures and table row: %s", ", ".join(str(path) for path in report.values()))
     if opt.save_descriptors:
-        save_descriptors(Path(opt.save_descriptors), evaluation.descriptors, dataset.ids,
-                         None if gallery is None else gallery.ids)
+        save_descriptors(Path(opt.save_descriptors), evaluation.descriptors, queries.ids,
+                         None if paired else references.ids)
         log.info("descriptors: %s", opt.save_descriptors)
     log.info("results: %s", run_dir / "results.json")
     return 0

@@ -18,11 +18,10 @@ from dataset.negatives import CoveringTiles, EveryOtherPair, NotNegatives, Withi
 from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, EpochSamples, ShuffledBatches
 from dataset.views import LimitedFieldOfView
 from dataset.vigor import VIGOR, VIGORGallery
+from utils.evaluation import Matching, OwnPair, PositiveTile, WithinRadius
 
 MAX_DEFAULT_WORKERS = 8
 EVAL_SPLITS = ("val", "test")
-ONE_TO_ONE = "one-to-one"
-POSITIVE_TILE = "positive tile (semi-positives count for the hit rate)"
 
 
 def default_num_workers() -> int:
@@ -49,9 +48,9 @@ class _CrossViewDataModule(pl.LightningDataModule):
 
     A dataset is one subclass: its `name` (its flag, `--CVUSA`, and its runs' prefix), the option naming its
     folder (`root_option`), `from_options` reading its own flags, its rule of which in-batch pairs are not
-    negatives (`not_negatives`), what its evaluation is called (`evaluation_split`), by which rule a retrieved
-    image counts (`matching`), and its evaluation pairs for figures (`figure_pairs`); `DATAMODULES` lists them
-    by name for the entry points.
+    negatives (`not_negatives`), what its evaluation is called (`evaluation_split`), by which protocol a
+    retrieved image counts in each stage (`matching`), its queries and references (`evaluation_datasets`), and
+    its evaluation pairs for figures (`figure_pairs`); `DATAMODULES` lists them by name for the entry points.
     """
 
     name: str
@@ -68,9 +67,14 @@ class _CrossViewDataModule(pl.LightningDataModule):
         """The split validation and testing evaluate, as reports name it."""
         return "val"
 
-    def matching(self, match_radius: float) -> tuple[float | None, str]:
-        """(radius in metres or None, the protocol's name) by which a retrieved aerial image counts as a match."""
-        return None, ONE_TO_ONE
+    def matching(self, stage: str) -> Matching:
+        """The protocol by which a retrieved aerial image counts as a match in `stage` ("val" or "test")."""
+        return OwnPair()
+
+    def evaluation_datasets(self, stage: str) -> tuple[Dataset, Dataset]:
+        """The queries and the references `stage` evaluates: for pairs, the same dataset twice."""
+        dataset = self.test_dataset if stage == "test" else self.val_dataset
+        return dataset, dataset
 
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Dataset:
         """The evaluation split as aerial / panorama pairs, for figures."""
@@ -244,18 +248,20 @@ class CVACTDataModule(_CrossViewDataModule):
 
     @classmethod
     def from_options(cls, options: argparse.Namespace, **common: Any) -> CVACTDataModule:
-        return cls(options.data_root_cvact, mat_file=options.mat_list, eval_split=options.eval_split, **common)
+        return cls(options.data_root_cvact, mat_file=options.mat_list, eval_split=options.eval_split,
+                   match_radius=options.match_radius, **common)
 
     @property
     def evaluation_split(self) -> str:
         return self.eval_split
 
-    def matching(self, match_radius: float) -> tuple[float | None, str]:
+    def matching(self, stage: str) -> Matching:
         """CVACT_test is reported two ways in the literature: within `match_radius` metres of the query (the
-        dataset authors' rule, 5 m) or one-to-one, where only the query's own aerial image counts (0)."""
-        if self.eval_split != "test" or match_radius == 0:
-            return None, ONE_TO_ONE
-        return match_radius, f"within {match_radius:g} m"
+        dataset authors' rule, 5 m) or one-to-one, where only the query's own aerial image counts (0).
+        CVACT_val, which validation uses, is one-to-one."""
+        if stage != "test" or self.eval_split != "test" or self.match_radius == 0:
+            return OwnPair()
+        return WithinRadius(self.match_radius)
 
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> CVACT:
         return CVACT(self.root, self.eval_split, self.sat_size, self.grd_size, self.mat_file, transforms)
@@ -270,16 +276,20 @@ class CVACTDataModule(_CrossViewDataModule):
         grd_size: tuple[int, int] = (128, 512),
         mat_file: str = MAT_FILE,
         eval_split: str = "val",
+        match_radius: float = 5.0,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
         **views: float,
     ) -> None:
         if eval_split not in EVAL_SPLITS:
             raise ValueError(f"CVACT eval_split must be one of {', '.join(EVAL_SPLITS)}, got {eval_split!r}")
+        if not match_radius >= 0:
+            raise ValueError(f"CVACT match_radius must be metres >= 0 (0: one-to-one pairing), got {match_radius!r}")
         super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
                          **views)
         self.mat_file = mat_file
         self.eval_split = eval_split
+        self.match_radius = float(match_radius)
 
     def _dataset(self, split: str) -> CVACT:
         return CVACT(self.root, split, self.sat_size, self.grd_size, self.mat_file, self.transforms(split),
@@ -320,8 +330,11 @@ class VIGORDataModule(_CrossViewDataModule):
     def evaluation_split(self) -> str:
         return f"{self.mode}-area test"
 
-    def matching(self, match_radius: float) -> tuple[float | None, str]:
-        return None, POSITIVE_TILE
+    def matching(self, stage: str) -> Matching:
+        return PositiveTile()
+
+    def evaluation_datasets(self, stage: str) -> tuple[Dataset, Dataset]:
+        return super().evaluation_datasets(stage)[0], self.gallery
 
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> VIGOR:
         return VIGOR(self.root, "test", self.mode, self.sat_size, self.grd_size, transforms, pairs=True)

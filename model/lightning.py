@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,13 @@ from model.loss import build_loss, gather_with_grad, hard_topk_ratio_for_epoch
 from model.network import CrossViewNet
 from model.schedule import lr_factor
 from utils.checkpoint import CheckpointError, ModelConfig
-from utils.geo import haversine_m, localization_summary
+from utils.evaluation import Evaluation, Matching, OwnPair, evaluate
 from utils.images import to_model_range
-from utils.recall import QueryRanking, Shard, rank_queries, recall_at_k, recall_within_distance
+from utils.recall import Shard
 
 log = logging.getLogger("cvgl")
 # Less free space than this after a failed checkpoint write means the disk was full.
 CHECKPOINT_MARGIN_BYTES = 64 * 2**20
-# What evaluation keeps of a batch besides the descriptors: positions, and a query's labels in a separate gallery.
-EVAL_LABELS = ("utm", "positive", "semi_positives", "latlon")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,18 +87,6 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """What one evaluation gave: its figures (recall by direction; VIGOR's hit rate and localization), the
-    descriptors in dataset order, and against a gallery of its own also each query's ranking and the top-1
-    tile's error in metres."""
-
-    figures: dict[str, Any]
-    descriptors: dict[str, torch.Tensor]
-    ranking: QueryRanking | None = None
-    errors_m: np.ndarray | None = None
-
-
 class CrossViewModule(pl.LightningModule):
     """Training, validation and test of `CrossViewNet`, with evaluation on the full gallery under DDP.
 
@@ -109,9 +94,9 @@ class CrossViewModule(pl.LightningModule):
     schedule goes on where it stopped. `loss` names the loss (`model.loss.LOSSES`); which in-batch pairs are
     not negatives is the data module's rule (`not_negatives`, from `dataset.negatives`), applied to the labels
     it names. In-batch negatives are per device, as in the paper and the authors' DDP; `global_negatives`
-    takes them from the batches of all devices instead.
-    `distance_radius` (metres) switches evaluation to CVACT's test-split rule: a query is found when a
-    top-k reference lies within that radius of its position. `grd_size` is the panoramas' size; with a limited
+    takes them from the batches of all devices instead. Evaluation follows the data module's protocol for the
+    stage (`matching`, a `utils.evaluation.Matching`; one-to-one pairs without one), and its outcome is
+    `evaluations[stage]`, an `Evaluation`. `grd_size` is the panoramas' size; with a limited
     field of view `fov` (degrees) the ground branch is sized for the slice the data module crops from them.
     """
 
@@ -128,7 +113,6 @@ class CrossViewModule(pl.LightningModule):
         lambda_sm: float = 10.0,
         hard_topk_ratios: tuple[float, float, float, float] = (1.0, 0.1, 0.05, 0.01),
         epoch_offset: int = 0,
-        distance_radius: float | None = None,
         channels_last: bool = False,
         compile_net: bool = False,
         global_negatives: bool = False,
@@ -144,6 +128,7 @@ class CrossViewModule(pl.LightningModule):
         self.net = CrossViewNet.from_config(self.model_config, pretrained)
         self.criterion = build_loss(loss, loss_weight=lambda_sm)
         self.not_negatives: Callable[[dict[str, torch.Tensor]], torch.Tensor | None] | None = None
+        self.matching: dict[str, Matching] = {}
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile_net:
@@ -154,8 +139,12 @@ class CrossViewModule(pl.LightningModule):
         self._eval_batch_sizes: dict[int, int] = {}
 
     def setup(self, stage: str) -> None:
-        """The data module's rule of which in-batch pairs are not negatives; without one, all are."""
-        self.not_negatives = getattr(self.trainer.datamodule, "not_negatives", None)
+        """The data module's rules: which in-batch pairs are not negatives (without one, all are), and by which
+        protocol validation and testing count a match (without one, one-to-one pairs)."""
+        datamodule = self.trainer.datamodule
+        self.not_negatives = getattr(datamodule, "not_negatives", None)
+        self.matching = {split: datamodule.matching(split) if hasattr(datamodule, "matching") else OwnPair()
+                         for split in ("val", "test")}
 
     @property
     def model_config(self) -> ModelConfig:
@@ -251,13 +240,15 @@ class CrossViewModule(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Embed what the batch holds: pairs, or (VIGOR) panoramas from one loader and gallery tiles from another."""
+        """Embed what the batch holds, pairs or (a gallery of its own) queries from one loader and references
+        from another, and keep the labels the stage's protocol reads."""
         kept = {"index": batch["index"]}
         if "sat" in batch:
             kept["sat"] = self._embed_alike(self.net.embed_sat, batch["sat"], dataloader_idx)
         if "grd" in batch:
             kept["grd"] = self._embed_alike(self.net.embed_grd, batch["grd"], dataloader_idx)
-        kept.update({key: batch[key] for key in EVAL_LABELS if key in batch})
+        matching = self.matching.get("test" if self.trainer.testing else "val", OwnPair())
+        kept.update({key: batch[key] for key in matching.label_keys if key in batch})
         self._eval_batches.setdefault(dataloader_idx, []).append(kept)
 
     test_step = validation_step
@@ -297,22 +288,23 @@ class CrossViewModule(pl.LightningModule):
         return gathered
 
     def _score(self, stage: str) -> None:
+        """Evaluate by the stage's protocol: the first loader holds the queries, the last the references (the
+        same loader for pairs)."""
         if not self._eval_batches:
             return
         loaders = [self._gathered(self._eval_batches[i]) for i in sorted(self._eval_batches)]
         self._eval_batches = {}
         shard = Shard.of_process_group() if self.trainer.world_size > 1 else None  # 1/world of the products each
-        if len(loaders) == 2:
-            queries, references = len(loaders[0]["grd"]), len(loaders[1]["sat"])
-            evaluation = self._score_queries(*loaders, shard)
-            size = f"{queries} queries against {references} references"
-        else:
-            evaluation, size = self._score_pairs(stage, loaders[0], shard), f"{len(loaders[0]['sat'])} pairs"
+        queries, references = loaders[0], loaders[-1]
+        evaluation = evaluate(queries, references, self.matching.get(stage, OwnPair()), shard)
         self.evaluations[stage] = evaluation
         results = evaluation.figures
         for key, value in _flat_figures(results).items():
             self.log(f"{stage}/{key}", value, sync_dist=True, prog_bar=key == "p2s_r@1")
         if stage == "val" and self.trainer.is_global_zero:
+            num_queries, num_references = len(queries["grd"]), len(references["sat"])
+            size = f"{num_queries} pairs" if references is queries else \
+                f"{num_queries} queries against {num_references} references"
             line = "  ".join(f"{direction} " + " ".join(f"R@{name[2:]} {value:.2f}" for name, value in figures.items())
                              for direction, figures in results.items() if direction in ("p2s", "s2p"))
             if "hit_rate" in results:
@@ -320,27 +312,6 @@ class CrossViewModule(pl.LightningModule):
             if "localization" in results:
                 line += f"  median error {results['localization']['median_m']:.1f} m"
             log.info("epoch %d validation, %s: %s", self.schedule_epoch, size, line)
-
-    def _score_pairs(self, stage: str, gallery: dict[str, torch.Tensor], shard: Shard | None) -> Evaluation:
-        radius = self.hparams.distance_radius
-        if stage == "test" and radius is not None and "utm" in gallery:
-            results = recall_within_distance(gallery["sat"], gallery["grd"], gallery["utm"], radius=radius, shard=shard)
-        else:
-            results = recall_at_k(gallery["sat"], gallery["grd"], shard=shard)
-        return Evaluation(results, {"sat": gallery["sat"].cpu(), "grd": gallery["grd"].cpu()})
-
-    def _score_queries(self, queries: dict[str, torch.Tensor], gallery: dict[str, torch.Tensor],
-                       shard: Shard | None) -> Evaluation:
-        """Panoramas against a gallery of their own (VIGOR): recall, hit rate and the top-1 tile's distance."""
-        ranking = rank_queries(gallery["sat"], queries["grd"], queries["positive"], queries.get("semi_positives"),
-                               shard=shard)
-        results: dict[str, Any] = {"p2s": ranking.recall(), "hit_rate": ranking.hit_rate}
-        errors_m = None
-        if "latlon" in queries and "latlon" in gallery:
-            top1 = ranking.top1.cpu()
-            errors_m = haversine_m(gallery["latlon"].cpu()[top1].numpy(), queries["latlon"].cpu().numpy())
-            results["localization"] = localization_summary(errors_m)
-        return Evaluation(results, {"sat": gallery["sat"].cpu(), "grd": queries["grd"].cpu()}, ranking, errors_m)
 
 
 def _flat_figures(results: dict[str, Any]) -> dict[str, float]:

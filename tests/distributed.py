@@ -64,7 +64,8 @@ def global_negatives_loss(rank: int, world: int, sat: torch.Tensor, grd: torch.T
 
 def sharded_ranking(rank: int, world: int, sat: torch.Tensor, grd: torch.Tensor, positive: torch.Tensor,
                     semi_positives: torch.Tensor) -> dict:
-    from utils.recall import Shard, rank_queries
+    from utils.recall import Positives, Shard, rank
 
-    ranking = rank_queries(sat, grd, positive, semi_positives, chunk_size=5, shard=Shard.of_process_group())
+    ranking = rank(grd, sat, Positives.of_indices(positive, semi_positives), chunk_size=5,
+                   shard=Shard.of_process_group(), top1=True)
     return {"closer": ranking.closer, "closer_not_covering": ranking.closer_not_covering, "top1": ranking.top1}

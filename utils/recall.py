@@ -1,10 +1,15 @@
 """Recall@K for cross-view retrieval, computed the way the authors' code and VIGOR's official evaluation define it.
 
-With distances ``d = 2 - 2 * sat @ grd.T`` (rows: aerial references, columns: ground queries), a
-query is found at k when fewer than k references are strictly closer than its true match:
+One ranking serves every figure: `rank` counts, for each query, the references strictly more similar than its
+most similar match, where `Positives` says which references match (paired data: the diagonal; CVACT's test
+split: any within a radius; VIGOR: a listed tile, with semi-positives for the hit rate). With distances
+``d = 2 - 2 * sat @ grd.T`` (rows: aerial references, columns: ground queries) on paired data this is
 
 - p2s (ground query j against aerial references): count rows i with ``d[i, j] < d[j, j]``;
-- s2p (aerial query i against ground references): count columns j with ``d[i, j] < d[i, i]``.
+- s2p (aerial query i against ground references): count columns j with ``d[i, j] < d[i, i]``,
+
+and a query is found at k when that count is below k. `recall_at_k` and `recall_within_distance` are both
+directions of paired data in one call.
 
 "r@1%" on paired data uses k = 0.01 * N as a float, as the authors' code does (250 images -> k = 2.5, so
 counts 0, 1, 2 are found); against a gallery of its own (VIGOR) it uses VIGOR's official cut-off,
@@ -18,6 +23,8 @@ never held. Similarities are compared rather than distances, because ``d[i, j] <
 ``s[i, j] > s[j, j]`` without the rounding of ``2 - 2 * s``.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["QueryRanking", "Shard", "rank_queries", "recall_at_k", "recall_from_distances", "recall_within_distance"]
+__all__ = ["Positives", "Ranking", "Shard", "rank", "recall_at_k", "recall_from_distances", "recall_within_distance"]
 
 # Query rows per matrix product. Two chunk x N float32 buffers for N = 92,800 take 1.5 GB together,
 # and the matrix products run as fast as with larger chunks.
@@ -49,7 +56,7 @@ class Shard:
     sum_across: Callable[[Tensor], Tensor]
 
     @classmethod
-    def of_process_group(cls) -> "Shard":
+    def of_process_group(cls) -> Shard:
         """This process's share in the initialised torch.distributed group (gloo or NCCL)."""
 
         def all_reduce(tensor: Tensor) -> Tensor:
@@ -84,17 +91,6 @@ def _recall_percent(closer: Tensor, ks: Sequence[float] | None, one_percent: flo
 def _check_finite(*descriptors: Tensor) -> None:
     if not all(torch.isfinite(d).all() for d in descriptors):
         raise ValueError("descriptors contain NaN or inf: every comparison would be false and recall 100%")
-
-
-def _check_descriptors(sat: Tensor, grd: Tensor, chunk_size: int) -> None:
-    if sat.ndim != 2 or sat.shape != grd.shape or sat.shape[0] == 0:
-        raise ValueError(
-            f"expected aerial and ground descriptors of the same shape (N, D) with N > 0, "
-            f"got {tuple(sat.shape)} and {tuple(grd.shape)}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    _check_finite(sat, grd)
 
 
 @torch.no_grad()
@@ -171,9 +167,138 @@ def _count_closer(queries: Tensor, references: Tensor, positive_pairs: PairFinde
     return _Counts(*counts)
 
 
-def _diagonal_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
-    index = torch.arange(start, stop)
-    return index, index
+@dataclass(frozen=True)
+class Positives:
+    """Which references count as each query's match: the one description of a protocol's ground truth.
+
+    `pairs(start, stop)` gives the (query, reference) index pairs that match, for the queries in
+    [start, stop); every query has at least one, and a query is found at k when fewer than k references are
+    strictly more similar than its most similar match. `covering` (Q, L), where given, lists per query the
+    references that also show its place (VIGOR: the positive and the semi-positives): those do not spoil a
+    hit (`Ranking.hit_rate`). `listed` keeps the indices to check against the gallery's size.
+    """
+
+    pairs: PairFinder
+    covering: Tensor | None = None
+    listed: Tensor | None = None
+
+    @classmethod
+    def own_pairs(cls) -> Positives:
+        """Paired data: query i matches reference i, and only it (the authors' protocol)."""
+
+        def diagonal(start: int, stop: int) -> tuple[Tensor, Tensor]:
+            index = torch.arange(start, stop)
+            return index, index
+
+        return cls(diagonal)
+
+    @classmethod
+    def within(cls, positions: Tensor, radius: float) -> Positives:
+        """Paired data whose pair i was taken at `positions[i]` (N, 2, metres): every reference within
+        `radius` metres (distance <= radius) of the query's position matches (CVACT's test split)."""
+        if positions.ndim != 2 or positions.shape[1] != 2:
+            raise ValueError(f"expected positions of shape (N, 2), got {tuple(positions.shape)}")
+        if not torch.isfinite(positions).all():
+            raise ValueError("positions contain NaN or inf")
+        if not radius >= 0:
+            raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
+        return cls(_radius_pair_finder(positions.to(torch.float64), radius))
+
+    @classmethod
+    def of_indices(cls, positive: Tensor, semi_positives: Tensor | None = None) -> Positives:
+        """A gallery of its own (VIGOR): query q matches reference `positive[q]`; `semi_positives` (Q, S) also
+        cover its place and count for the hit rate, not for recall."""
+        positive = positive.to(torch.int64).reshape(-1)
+        if semi_positives is None:
+            semi_positives = positive.new_empty((len(positive), 0))
+        covering = torch.cat([positive[:, None], semi_positives.to(positive).reshape(len(positive), -1)], dim=1)
+
+        def listed_pairs(start: int, stop: int) -> tuple[Tensor, Tensor]:
+            return torch.arange(start, stop, device=positive.device), positive[start:stop]
+
+        return cls(listed_pairs, covering=covering, listed=covering)
+
+    def of_query(self, query: int) -> Tensor:
+        """The references that match `query`."""
+        return self.pairs(query, query + 1)[1]
+
+    def covering_query(self, query: int) -> Tensor:
+        """The references that show `query`'s place: its `covering` row, or else its matches."""
+        return self.of_query(query) if self.covering is None else self.covering[query]
+
+    def check(self, num_queries: int, num_references: int) -> None:
+        if self.listed is None:
+            return
+        if len(self.listed) != num_queries:
+            raise ValueError(f"expected one positive per query ({num_queries}), got {len(self.listed)}")
+        if self.listed.numel() and (self.listed.min() < 0 or self.listed.max() >= num_references):
+            raise ValueError(f"positive and semi-positive indices must lie in 0..{num_references - 1}")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Where each of Q queries found its matches among R references, and the figures from it.
+
+    `closer[q]`: references strictly more similar than the query's most similar match; `closer_not_covering[q]`
+    (with `Positives.covering`): those of them that do not show the query's place; `top1[q]` (when asked for):
+    the most similar reference, the lowest index among equals.
+    """
+
+    closer: Tensor
+    num_references: int
+    closer_not_covering: Tensor | None = None
+    top1: Tensor | None = None
+
+    def recall(self, ks: Sequence[float] | None = None, one_percent: float | None = None) -> dict[str, float]:
+        """Recall in percent: found at k when fewer than k references are strictly more similar than the match.
+
+        `one_percent` is the k of "r@1%" among the default ks; by default the authors' 0.01 * R as a float.
+        """
+        return _recall_percent(self.closer, ks, 0.01 * self.num_references if one_percent is None else one_percent)
+
+    @property
+    def hit_rate(self) -> float:
+        """VIGOR's official hit rate in percent: queries for which no reference that does not show their place
+        is strictly more similar than their match (without `covering`: recall@1)."""
+        closer = self.closer if self.closer_not_covering is None else self.closer_not_covering
+        return (closer == 0).sum().item() * 100.0 / closer.numel()
+
+
+@torch.no_grad()
+def rank(
+    queries: Tensor,
+    references: Tensor,
+    positives: Positives,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: Shard | None = None,
+    top1: bool = False,
+) -> Ranking:
+    """Rank R `references` (R, D) for Q `queries` (Q, D) whose matches `positives` names: every figure's ranking.
+
+    Paired data is a gallery whose positives are the diagonal (`Positives.own_pairs`); its other direction is
+    the same call with the roles swapped. Works in chunks of `chunk_size` queries on the descriptors' device, in
+    float32 at least, without holding the Q x R matrix; with `shard`, this process ranks its share of the
+    chunks and the counts are summed across processes. `top1` also keeps each query's most similar reference.
+    """
+    if queries.ndim != 2 or references.ndim != 2 or queries.shape[1] != references.shape[1] \
+            or 0 in (len(queries), len(references)):
+        raise ValueError(f"expected query (Q, D) and reference (R, D) descriptors with Q, R > 0, got "
+                         f"{tuple(queries.shape)} and {tuple(references.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    positives.check(len(queries), len(references))
+    _check_finite(queries, references)
+    covering = None if positives.covering is None else positives.covering.to(queries.device)
+    counts = _count_closer(queries, references, positives.pairs, chunk_size, shard, covering, top1)
+    return Ranking(counts.closer, len(references), counts.closer_not_covering, counts.top1)
+
+
+def _check_paired(sat: Tensor, grd: Tensor) -> None:
+    if sat.ndim != 2 or sat.shape != grd.shape or sat.shape[0] == 0:
+        raise ValueError(
+            f"expected aerial and ground descriptors of the same shape (N, D) with N > 0, "
+            f"got {tuple(sat.shape)} and {tuple(grd.shape)}"
+        )
 
 
 @torch.no_grad()
@@ -187,14 +312,39 @@ def recall_at_k(
     """Recall in percent of paired descriptors (row i of `sat` matches row i of `grd`), both directions.
 
     Returns ``{"p2s": {"r@1": .., "r@5": .., "r@10": .., "r@1%": ..}, "s2p": {...}}`` for the default
-    ks, or keys ``f"r@{k}"`` for the given ones. Works in chunks of `chunk_size` queries on the descriptors'
-    device, in float32 at least, without ever holding the N x N matrix. With `shard`, this process computes
-    its share of the chunks and the counts are summed across processes (`Shard`).
+    ks, or keys ``f"r@{k}"`` for the given ones: `rank` in each direction with `Positives.own_pairs`.
     """
-    _check_descriptors(sat, grd, chunk_size)
-    closer_p2s = _count_closer(grd, sat, _diagonal_pairs, chunk_size, shard).closer
-    closer_s2p = _count_closer(sat, grd, _diagonal_pairs, chunk_size, shard).closer
-    return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
+    _check_paired(sat, grd)
+    return _both_directions(sat, grd, Positives.own_pairs(), ks, chunk_size, shard)
+
+
+@torch.no_grad()
+def recall_within_distance(
+    sat: Tensor,
+    grd: Tensor,
+    utm: Tensor,
+    ks: Sequence[float] | None = None,
+    radius: float = 5.0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: Shard | None = None,
+) -> dict[str, dict[str, float]]:
+    """Recall in percent where any reference within `radius` metres of the query counts as a match.
+
+    CVACT's test split is densely sampled, so a neighbouring image a few metres away shows the same
+    place. `utm` is (N, 2) easting/northing in metres for the pairs (`Positives.within`); this equals
+    `recall_at_k` when no two positions are within `radius` of each other. Same keys as `recall_at_k`.
+    """
+    _check_paired(sat, grd)
+    if utm.shape != (sat.shape[0], 2):
+        raise ValueError(f"expected utm of shape ({sat.shape[0]}, 2), got {tuple(utm.shape)}")
+    positives = Positives.within(utm.to(sat.device), radius)  # symmetric: the same pairs serve both directions
+    return _both_directions(sat, grd, positives, ks, chunk_size, shard)
+
+
+def _both_directions(sat: Tensor, grd: Tensor, positives: Positives, ks: Sequence[float] | None, chunk_size: int,
+                     shard: Shard | None) -> dict[str, dict[str, float]]:
+    return {"p2s": rank(grd, sat, positives, chunk_size, shard).recall(ks),
+            "s2p": rank(sat, grd, positives, chunk_size, shard).recall(ks)}
 
 
 def _radius_pair_finder(utm: Tensor, radius: float, max_candidates: int = 2**22) -> PairFinder:
@@ -230,100 +380,3 @@ def _radius_pair_finder(utm: Tensor, radius: float, max_candidates: int = 2**22)
         return torch.cat([rows for rows, _ in found]), torch.cat([cols for _, cols in found])
 
     return pairs
-
-
-@torch.no_grad()
-def recall_within_distance(
-    sat: Tensor,
-    grd: Tensor,
-    utm: Tensor,
-    ks: Sequence[float] | None = None,
-    radius: float = 5.0,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    shard: Shard | None = None,
-) -> dict[str, dict[str, float]]:
-    """Recall in percent where any reference within `radius` metres of the query counts as a match.
-
-    CVACT's test split is densely sampled, so a neighbouring image a few metres away shows the same
-    place. `utm` is (N, 2) easting/northing in metres for the pairs. A query is found at k when fewer
-    than k references are strictly more similar than its most similar reference within `radius`
-    (distance <= radius), consistent with `recall_at_k`, which this equals when no two positions are
-    within `radius` of each other. Same keys, chunking, memory and sharding as `recall_at_k`.
-    """
-    _check_descriptors(sat, grd, chunk_size)
-    if utm.shape != (sat.shape[0], 2):
-        raise ValueError(f"expected utm of shape ({sat.shape[0]}, 2), got {tuple(utm.shape)}")
-    if not torch.isfinite(utm).all():
-        raise ValueError("utm positions contain NaN or inf")
-    if not radius >= 0:
-        raise ValueError(f"radius must be a non-negative number of metres, got {radius!r}")
-    utm = utm.to(device=sat.device, dtype=torch.float64)
-    pairs = _radius_pair_finder(utm, radius)  # symmetric: the same pairs serve both directions
-    closer_p2s = _count_closer(grd, sat, pairs, chunk_size, shard).closer
-    closer_s2p = _count_closer(sat, grd, pairs, chunk_size, shard).closer
-    return {"p2s": _recall_percent(closer_p2s, ks), "s2p": _recall_percent(closer_s2p, ks)}
-
-
-@dataclass(frozen=True)
-class QueryRanking:
-    """Where each of Q ground queries found its aerial references among R, and the figures from it.
-
-    `closer[q]`: references strictly more similar than the query's positive; `closer_not_covering[q]`: those of
-    them that do not cover the query (neither its positive nor a semi-positive); `top1[q]`: the most similar
-    reference (the lowest index among equals).
-    """
-
-    closer: Tensor
-    closer_not_covering: Tensor
-    top1: Tensor
-    num_references: int
-
-    def recall(self, ks: Sequence[float] | None = None) -> dict[str, float]:
-        """Recall in percent (positive only). "r@1%" is VIGOR's official cut-off: found when fewer than
-        ``int(0.01 * R) + 1`` references are strictly more similar, R the gallery's size."""
-        return _recall_percent(self.closer, ks, one_percent=int(self.num_references * 0.01) + 1)
-
-    @property
-    def hit_rate(self) -> float:
-        """VIGOR's official hit rate in percent: queries for which no reference that does not cover them is
-        strictly more similar than their positive."""
-        return (self.closer_not_covering == 0).sum().item() * 100.0 / self.closer_not_covering.numel()
-
-
-@torch.no_grad()
-def rank_queries(
-    sat: Tensor,
-    grd: Tensor,
-    positive: Tensor,
-    semi_positives: Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    shard: Shard | None = None,
-) -> QueryRanking:
-    """Rank R aerial references `sat` (R, D) for Q ground queries `grd` (Q, D) whose positives are `positive` (Q,).
-
-    The gallery need not be one-to-one with the queries (VIGOR): queries may share a positive and references
-    may be nobody's. `semi_positives` (Q, S) are references that also cover the query's place; they count for
-    the hit rate, not for recall. The same ranking as `recall_at_k`'s, whose p2s counts this equals on paired
-    data (positive = arange(N)), with each query's own positive in place of the diagonal.
-    """
-    if sat.ndim != 2 or grd.ndim != 2 or sat.shape[1] != grd.shape[1] or 0 in (len(sat), len(grd)):
-        raise ValueError(f"expected aerial (R, D) and ground (Q, D) descriptors with R, Q > 0, got "
-                         f"{tuple(sat.shape)} and {tuple(grd.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    num_refs, num_queries = len(sat), len(grd)
-    positive = positive.to(device=sat.device, dtype=torch.int64).reshape(-1)
-    if positive.numel() != num_queries:
-        raise ValueError(f"expected one positive per query ({num_queries}), got {positive.numel()}")
-    if semi_positives is None:
-        semi_positives = positive.new_empty((num_queries, 0))
-    labels = torch.cat([positive[:, None], semi_positives.to(positive).reshape(num_queries, -1)], dim=1)
-    if labels.min() < 0 or labels.max() >= num_refs:
-        raise ValueError(f"positive and semi-positive indices must lie in 0..{num_refs - 1}")
-    _check_finite(sat, grd)
-
-    def positive_pairs(first: int, end: int) -> tuple[Tensor, Tensor]:
-        return torch.arange(first, end, device=positive.device), positive[first:end]
-
-    counts = _count_closer(grd, sat, positive_pairs, chunk_size, shard, covering=labels, top1=True)
-    return QueryRanking(counts.closer, counts.closer_not_covering, counts.top1, num_refs)

@@ -10,8 +10,6 @@ from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
 from dataset.datamodule import (
     DATAMODULES,
-    ONE_TO_ONE,
-    POSITIVE_TILE,
     CVACTDataModule,
     CVUSADataModule,
     VIGORDataModule,
@@ -21,6 +19,7 @@ from dataset.errors import DatasetError
 from dataset.negatives import CoveringTiles, EveryOtherPair, WithinDistance
 from dataset.sampler import ShuffledBatches
 from utils.cli import build_parser
+from utils.evaluation import OwnPair, PositiveTile, WithinRadius
 
 SAT, GRD = (64, 64), (32, 128)
 
@@ -158,11 +157,13 @@ def test_each_dataset_is_one_registered_data_module_built_from_its_own_options(t
         assert datamodule.name == name and datamodule.root == getattr(opt, datamodule.root_option)
     assert built["CVUSA"].val_csv == "v.csv" and built["CVACT"].mat_file == "other.mat"
     assert [datamodule.evaluation_split for datamodule in built.values()] == ["val", "test", "cross-area test"]
-    assert built["CVUSA"].matching(5.0) == (None, ONE_TO_ONE)
-    assert built["CVACT"].matching(5.0) == (5.0, "within 5 m") and built["CVACT"].matching(0) == (None, ONE_TO_ONE)
-    assert built["VIGOR"].matching(5.0) == (None, POSITIVE_TILE)
-    opt.eval_split = "val"
-    assert DATAMODULES["CVACT"].from_options(opt).matching(5.0) == (None, ONE_TO_ONE)  # CVACT_val is one-to-one
+    assert [built[name].matching("test") for name in DATAMODULES] == [OwnPair(), WithinRadius(5.0), PositiveTile()]
+    assert built["CVACT"].matching("test").name == "within 5 m"
+    assert built["CVACT"].matching("val") == OwnPair()  # validation runs on CVACT_val, one-to-one
+    opt.match_radius = 0
+    assert DATAMODULES["CVACT"].from_options(opt).matching("test") == OwnPair()  # --match_radius 0: one-to-one
+    opt.eval_split, opt.match_radius = "val", 5.0
+    assert DATAMODULES["CVACT"].from_options(opt).matching("test") == OwnPair()  # CVACT_val is one-to-one
     rules = [type(datamodule.not_negatives) for datamodule in built.values()]
     assert rules == [EveryOtherPair, WithinDistance, CoveringTiles]
 

@@ -10,13 +10,17 @@ import torch
 
 from tests.distributed import run_in_processes, sharded_ranking, sharded_recall
 from tests.helpers import FIXTURES
+from utils.evaluation import OwnPair, PositiveTile, evaluate
 from utils.recall import (
+    Positives,
     _radius_pair_finder,
-    rank_queries,
+    rank,
     recall_at_k,
     recall_from_distances,
     recall_within_distance,
 )
+
+listed = Positives.of_indices
 
 
 def load_fixture(name: str) -> Path:
@@ -159,7 +163,7 @@ def test_exact_duplicates_in_a_gallery_tie_with_the_positive_for_recall_and_hit_
     positive = torch.arange(60).repeat(2)  # two queries a positive
     grd = noisy_view(sat[positive], generator)
     for chunk_size in (2048, 7):
-        ranking = rank_queries(sat, grd, positive, chunk_size=chunk_size)
+        ranking = rank(grd, sat, Positives.of_indices(positive), chunk_size=chunk_size)
         assert ranking.closer.tolist() == [0] * 120 and ranking.hit_rate == 100.0
         assert ranking.recall() == {"r@1": 100.0, "r@5": 100.0, "r@10": 100.0, "r@1%": 100.0}
 
@@ -320,7 +324,7 @@ def test_ranking_of_queries_equals_brute_force_loops_with_ties_and_shared_positi
     sat, grd, positive, semi = gallery_case(num_refs, num_queries, seed)
     assert len(set(positive.tolist())) < num_queries  # queries share positives
     closer, closer_not_covering, top1 = brute_force_ranking((grd @ sat.T).numpy(), positive.numpy(), semi.numpy())
-    ranking = rank_queries(sat, grd, positive, semi, chunk_size=chunk_size)
+    ranking = rank(grd, sat, Positives.of_indices(positive, semi), chunk_size=chunk_size, top1=True)
     assert ranking.closer.tolist() == closer
     assert ranking.closer_not_covering.tolist() == closer_not_covering
     assert ranking.top1.tolist() == top1
@@ -334,11 +338,11 @@ def test_recall_and_hit_rate_equal_vigors_official_evaluation(num_refs, num_quer
     sat, grd, positive, semi = gallery_case(num_refs, num_queries, seed)
     labels = torch.cat([positive[:, None], semi], dim=1).numpy()
     official = vigor_validate_top(grd.numpy(), sat.numpy(), labels)
-    ranking = rank_queries(sat, grd, positive, semi, chunk_size=16)
-    recall = ranking.recall()
+    figures = evaluate({"grd": grd, "positive": positive, "semi_positives": semi}, {"sat": sat}, PositiveTile()).figures
+    recall = figures["p2s"]
     assert recall["r@1"] == pytest.approx(official["r@1"]) and recall["r@5"] == pytest.approx(official["r@5"])
     assert recall["r@1%"] == pytest.approx(official["r@1%"])
-    assert ranking.hit_rate == pytest.approx(official["hit"])
+    assert figures["hit_rate"] == pytest.approx(official["hit"])
 
 
 def test_one_percent_of_a_gallery_of_exactly_100_tiles_allows_one_closer_tile_as_vigors_code_does():
@@ -349,9 +353,10 @@ def test_one_percent_of_a_gallery_of_exactly_100_tiles_allows_one_closer_tile_as
     grd[0, 0] = 1.0  # positive 0 first
     grd[1, :2] = torch.tensor([0.5, 1.0])  # positive 0 second, behind tile 1
     grd[2, :3] = torch.tensor([0.5, 1.0, 1.0])  # positive 0 third
-    ranking = rank_queries(sat, grd, torch.zeros(3, dtype=torch.int64))
+    ranking = rank(grd, sat, Positives.of_indices(torch.zeros(3, dtype=torch.int64)))
     assert ranking.closer.tolist() == [0, 1, 2]
-    assert ranking.recall()["r@1%"] == pytest.approx(200 / 3)
+    assert ranking.recall(one_percent=PositiveTile().one_percent_k(100))["r@1%"] == pytest.approx(200 / 3)
+    assert ranking.recall(one_percent=OwnPair().one_percent_k(100))["r@1%"] == pytest.approx(100 / 3)  # authors' k = 1
 
 
 def test_a_semi_positive_on_top_is_a_hit_only_when_no_other_tile_lies_between_it_and_the_positive():
@@ -359,32 +364,34 @@ def test_a_semi_positive_on_top_is_a_hit_only_when_no_other_tile_lies_between_it
     # query 0: semi-positive 1 first, positive 0 second: a hit. Query 1: semi-positive 1 first, then tile 4
     # (it does not cover the query), then the positive 0: no hit, though its top-1 tile covers it.
     grd = torch.tensor([[0.5, 1.0, 0.0, 0.0, 0.0], [0.2, 1.0, 0.0, 0.0, 0.6]])
-    ranking = rank_queries(sat, grd, torch.tensor([0, 0]), torch.tensor([[1, 2], [1, 2]]))
+    ranking = rank(grd, sat, Positives.of_indices(torch.tensor([0, 0]), torch.tensor([[1, 2], [1, 2]])), top1=True)
     assert ranking.closer.tolist() == [1, 2] and ranking.top1.tolist() == [1, 1]
     assert ranking.closer_not_covering.tolist() == [0, 1]
     assert ranking.recall([1])["r@1"] == 0.0 and ranking.hit_rate == 50.0
-    assert rank_queries(sat, grd, torch.tensor([0, 0])).hit_rate == 0.0  # without semi-positives: recall@1
+    without_semi_positives = rank(grd, sat, Positives.of_indices(torch.tensor([0, 0])))
+    assert without_semi_positives.hit_rate == 0.0  # recall@1
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 97])
 def test_ranking_of_paired_queries_equals_recall_at_k(chunk_size):
     sat, grd = tied_descriptors(97, seed=4)
     ks = list(range(1, 99))
-    ranking = rank_queries(sat, grd, torch.arange(97), chunk_size=chunk_size)
+    ranking = rank(grd, sat, Positives.of_indices(torch.arange(97)), chunk_size=chunk_size)
     assert ranking.recall(ks) == recall_at_k(sat, grd, ks, chunk_size=chunk_size)["p2s"]
-    assert ranking.recall() == recall_at_k(sat, grd)["p2s"]  # 0.97 and int(0.97) + 1 find the same counts
+    assert ranking.recall() == recall_at_k(sat, grd)["p2s"]
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 5), torch.zeros(2)), "descriptors"),
-        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3)), "one positive per query"),
-        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.tensor([0, 3])), "0..2"),
-        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(2), torch.tensor([[1], [-1]])),
-         "0..2"),
-        (lambda: rank_queries(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(2), chunk_size=0), "chunk_size"),
-        (lambda: rank_queries(torch.full((3, 4), float("nan")), torch.zeros(2, 4), torch.zeros(2)), "NaN"),
+        (lambda: rank(torch.zeros(2, 5), torch.zeros(3, 4), listed(torch.zeros(2))), "descriptors"),
+        (lambda: rank(torch.zeros(2, 4), torch.zeros(3, 4), listed(torch.zeros(3))), "one positive per query"),
+        (lambda: rank(torch.zeros(2, 4), torch.zeros(3, 4), listed(torch.tensor([0, 3]))), "0..2"),
+        (lambda: rank(torch.zeros(2, 4), torch.zeros(3, 4), listed(torch.zeros(2), torch.tensor([[1], [-1]]))), "0..2"),
+        (lambda: rank(torch.zeros(2, 4), torch.zeros(3, 4), listed(torch.zeros(2)), chunk_size=0), "chunk_size"),
+        (lambda: rank(torch.zeros(2, 4), torch.full((3, 4), float("nan")), listed(torch.zeros(2))), "NaN"),
+        (lambda: Positives.within(torch.zeros(3, 3), 5.0), "positions of shape"),
+        (lambda: Positives.within(torch.full((3, 2), float("inf")), 5.0), "NaN or inf"),
     ],
 )
 def test_ranking_mistakes_raise_one_line_errors(call, message):
@@ -396,7 +403,7 @@ def test_ranking_mistakes_raise_one_line_errors(call, message):
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_ranking_over_processes_equals_one_process(world, tmp_path):
     sat, grd, positive, semi = gallery_case(33, 26, seed=world)  # 6 chunks of 5 queries, 1 in the last
-    one = rank_queries(sat, grd, positive, semi, chunk_size=5)
+    one = rank(grd, sat, Positives.of_indices(positive, semi), chunk_size=5, top1=True)
     expected = {"closer": one.closer, "closer_not_covering": one.closer_not_covering, "top1": one.top1}
     for result in run_in_processes(sharded_ranking, world, tmp_path, sat, grd, positive, semi):
         assert {key: value.tolist() for key, value in result.items()} == \
