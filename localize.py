@@ -31,10 +31,12 @@ from torch.utils.data import DataLoader
 from dataset.cvact import read_act_data
 from dataset.errors import DatasetError, check_files_exist, name_paths
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
+from engine.devices import parse_devices
+from engine.exit import run_main
+from engine.options import UsageError, add_model_flags, check_field_of_view, parse_options
 from model.backbone import DEFAULT_BACKBONE
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.cli import UsageError, add_model_flags, check_field_of_view, parse_devices, parse_options, run_main
 from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.image_cache import DecodedImages
 from utils.image_check import find_bad_images, read_record, record_path, write_record
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ImageReadError(f"cannot read panorama {missing[0]}: file does not exist", missing[0])
     check_field_of_view(opt.fov)
     ckpt = read_checkpoint(opt.checkpoint)
-    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = index_config(opt)
     gallery = listed_gallery(opt)
     index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built

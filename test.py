@@ -26,22 +26,13 @@ from engine.build import (
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import stored_options
+from engine.devices import is_first_process, parse_devices
+from engine.exit import run_main
+from engine.logs import setup_logging, start_logging
+from engine.options import TRAINING_ONLY, UsageError, build_parser, parse_options, unused_options, with_options
+from engine.run_folder import default_run_name, make_run_dir
 from utils.checkpoint import read_checkpoint
-from utils.cli import (
-    TRAINING_ONLY,
-    UsageError,
-    build_parser,
-    default_run_name,
-    is_first_process,
-    make_run_dir,
-    parse_devices,
-    parse_options,
-    run_main,
-    setup_logging,
-    start_logging,
-    unused_options,
-    write_json_atomically,
-)
+from utils.files import write_json_atomically
 from utils.report import write_test_report
 
 DIRECTIONS = {"p2s": "ground->aerial", "s2p": "aerial->ground"}
@@ -69,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     start_logging(verbose=opt.debug)
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
-    opt.precision, precision_reason = resolve_precision(opt.precision, devices)
+    precision, precision_reason = resolve_precision(opt.precision, devices)
+    opt = with_options(opt, precision=precision)
     if opt.match_radius < 0:
         raise UsageError(f"--match_radius {opt.match_radius:g}: expected metres >= 0 (0: one-to-one pairing)")
 
     ckpt = read_checkpoint(opt.checkpoint)
-    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     if "orientation_noise" not in given and stated is not None:  # test as the run trained, unless told otherwise
-        opt.orientation_noise = float((stored_options(ckpt, opt.checkpoint) or {}).get("orientation_noise", 0.0))
+        trained_with = stored_options(ckpt, opt.checkpoint) or {}
+        opt = with_options(opt, orientation_noise=float(trained_with.get("orientation_noise", 0.0)))
     datamodule = build_datamodule(opt)
     split = datamodule.evaluation_split
     matching = datamodule.matching("test")

@@ -32,27 +32,23 @@ from engine.build import (
 from engine.cluster import job_run_dir
 from engine.config import fill_from_checkpoint, load_checkpoint_weights
 from engine.continuation import OPTIONS_FILE, continue_options, stored_options
+from engine.devices import is_first_process, parse_devices
+from engine.exit import run_main
 from engine.interruption import StopOnSignal, slurm_job_id
-from engine.run_lock import hold_run_folder
-from utils.checkpoint import BEST_METRIC, CheckpointError, is_lightning, is_published, read_checkpoint
-from utils.cli import (
-    FILE_ONLY,
-    RUN_DIR_ENV,
+from engine.logs import FILE_ONLY, setup_logging, start_logging
+from engine.options import (
     TESTING_ONLY,
     UsageError,
     build_parser,
-    default_run_name,
     describe_options,
-    is_first_process,
-    make_run_dir,
-    parse_devices,
     parse_options,
-    run_main,
-    setup_logging,
-    start_logging,
     unused_options,
-    write_json_atomically,
+    with_options,
 )
+from engine.run_folder import RUN_DIR_ENV, default_run_name, make_run_dir
+from engine.run_lock import hold_run_folder
+from utils.checkpoint import BEST_METRIC, CheckpointError, is_lightning, is_published, read_checkpoint
+from utils.files import write_json_atomically
 
 
 def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
@@ -74,39 +70,38 @@ def epochs_trained(ckpt: dict[str, Any] | None) -> tuple[int, int]:
     return 0, 0
 
 
-def resumed_checkpoint(opt: argparse.Namespace) -> dict[str, Any]:
-    """The last checkpoint of the run folder `--resume` names (`opt.checkpoint` becomes its path), or a line
-    saying why there is none to continue from and what to do instead."""
-    run = Path(opt.resume)
-    opt.checkpoint = str(run / "last.ckpt")
-    if not Path(opt.checkpoint).is_file():
+def resumed_checkpoint(run: Path) -> dict[str, Any]:
+    """The last checkpoint of the run folder `--resume` names, or a line saying why there is none to continue
+    from and what to do instead."""
+    last = run / "last.ckpt"
+    if not last.is_file():
         if (run / OPTIONS_FILE).is_file():
             raise UsageError(f"--resume {run}: the run stopped before its first checkpoint (during its first epoch), "
                              f"so there is nothing to continue; start it again with the options in "
                              f"{run / OPTIONS_FILE}")
         raise UsageError(f"--resume {run}: no last.ckpt there; expected a run folder written by train.py")
     try:
-        return read_checkpoint(opt.checkpoint)
+        return read_checkpoint(last)
     except CheckpointError as exc:
         best = run / "best.ckpt"
         instead = (f"; --checkpoint {best} starts again from the best epoch" if best.is_file() else "")
         raise CheckpointError(f"--resume {run}: {exc}{instead}") from None
 
 
-def continue_slurm_job(opt: argparse.Namespace) -> Path | None:
+def slurm_job_run(opt: argparse.Namespace) -> dict[str, str]:
     """Under SLURM, a run without --name or --resume is named after its job, so a requeued job (which runs the
     same command line) finds its own folder and continues it: the folder of that name, or its numbered
-    sibling, with the newest last.ckpt. Returns that folder, now `opt.resume`, or None."""
+    sibling, with the newest last.ckpt. Returns the options that say so: the run's `name`, and `resume` when a
+    folder of the job has a checkpoint to continue."""
     job = slurm_job_id()
     if job is None or opt.resume or opt.name:
-        return None
-    opt.name = f"{dataset_name(opt)}_train_job{job}"
-    base = Path(opt.results_dir) / opt.name
+        return {}
+    name = f"{dataset_name(opt)}_train_job{job}"
+    base = Path(opt.results_dir) / name
     runs = [run for run in (base, *base.parent.glob(f"{base.name}_[0-9]*")) if (run / "last.ckpt").is_file()]
     if not runs:
-        return None
-    opt.resume = str(max(runs, key=lambda run: (run / "last.ckpt").stat().st_mtime))
-    return Path(opt.resume)
+        return {"name": name}
+    return {"name": name, "resume": str(max(runs, key=lambda run: (run / "last.ckpt").stat().st_mtime))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,17 +111,28 @@ def main(argv: list[str] | None = None) -> int:
 
         return test_main(argv)
     start_logging(verbose=opt.debug)
-    requeued = continue_slurm_job(opt)
-    ckpt = resumed_checkpoint(opt) if opt.resume else read_checkpoint(opt.checkpoint) if opt.checkpoint else None
+    job_run = slurm_job_run(opt)
+    opt = with_options(opt, **job_run)
+    requeued = job_run.get("resume")
+    if opt.resume:
+        opt = with_options(opt, checkpoint=str(Path(opt.resume) / "last.ckpt"))
+        ckpt = resumed_checkpoint(Path(opt.resume))
+    else:
+        ckpt = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
     continuing = ckpt is not None and is_lightning(ckpt)
     if opt.resume and not continuing:
         raise UsageError(f"--resume {opt.resume}: {opt.checkpoint} is not a checkpoint written by train.py")
     stored = stored_options(ckpt, opt.checkpoint) if continuing else None
-    changed = continue_options(opt, given, stored, opt.checkpoint) if stored else []
-    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint) if ckpt is not None else None
+    changed = []
+    if stored:
+        opt, changed = continue_options(opt, given, stored, opt.checkpoint)
+    stated = None
+    if ckpt is not None:
+        opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids, opt.cpu_procs, num_nodes=opt.num_nodes)
-    opt.precision, precision_reason = resolve_precision(opt.precision, devices)
+    precision, precision_reason = resolve_precision(opt.precision, devices)
+    opt = with_options(opt, precision=precision)
     if opt.max_time is not None and not opt.max_time > 0:
         raise UsageError(f"--max_time {opt.max_time:g}: expected minutes > 0")
     if not 0 <= opt.lr_warmup < 1:

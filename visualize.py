@@ -16,10 +16,12 @@ import torch
 from dataset.views import LimitedFieldOfView
 from engine.build import KNOWN_ERRORS, build_datamodule, dataset_name
 from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
+from engine.devices import parse_devices
+from engine.exit import run_main
+from engine.options import UsageError, build_parser, parse_options
 from model.network import CrossViewNet
 from utils.attention_figure import attention_figure
 from utils.checkpoint import read_checkpoint
-from utils.cli import UsageError, build_parser, parse_devices, parse_options, run_main
 from utils.figures import save_figure
 
 
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_name(opt)
     devices = parse_devices(opt.gpu_ids)
     ckpt = read_checkpoint(opt.checkpoint)
-    stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
     config = config_of(opt)
     net = CrossViewNet.from_config(config)
     load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)

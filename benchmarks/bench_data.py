@@ -120,7 +120,7 @@ def world_root(root: str | None, num_pairs: int, sat_size: tuple, grd_size: tupl
 
 def train_loader(root: str, batch: int, workers: int, sat_size: tuple, grd_size: tuple,
                  cache_dir: str | None = None) -> DataLoader:
-    datamodule = CVUSADataModule(root, batch, num_workers=workers, sat_size=sat_size, grd_size=grd_size,
+    datamodule = CVUSADataModule(root, batch_size=batch, num_workers=workers, sat_size=sat_size, grd_size=grd_size,
                                  cache_dir=cache_dir)
     datamodule.setup("fit")
     return datamodule.train_dataloader()

@@ -17,7 +17,7 @@ from dataset.cvusa import CVUSA, TRAIN_CSV, VAL_CSV
 from dataset.negatives import CoveringTiles, EveryOtherPair, NotNegatives, WithinDistance
 from dataset.sampler import ConflictFreeBatchSampler, EpochBatches, EpochSamples, ShuffledBatches
 from dataset.views import LimitedFieldOfView
-from dataset.vigor import VIGOR, VIGORGallery
+from dataset.vigor import MODES, VIGOR, VIGORGallery
 from utils.evaluation import Matching, OwnPair, PositiveTile, WithinRadius
 
 MAX_DEFAULT_WORKERS = 8
@@ -46,7 +46,8 @@ class _CrossViewDataModule(pl.LightningDataModule):
     `num_workers` None means no worker processes with a cache (`benchmarks/README.md` has the figures) and one
     per CPU, at most 8, without.
 
-    A dataset is one subclass: its `name` (its flag, `--CVUSA`, and its runs' prefix), the option naming its
+    A dataset is one subclass, whose constructor takes the folder, its own settings and `**loading` for these:
+    its `add_flags`, its `name` (its flag, `--CVUSA`, and its runs' prefix), the option naming its
     folder (`root_option`), `from_options` reading its own flags, its rule of which in-batch pairs are not
     negatives (`not_negatives`), what its evaluation is called (`evaluation_split`), by which protocol a
     retrieved image counts in each stage (`matching`), its queries and references (`evaluation_datasets`), and
@@ -56,6 +57,12 @@ class _CrossViewDataModule(pl.LightningDataModule):
     name: str
     root_option: str
     not_negatives: NotNegatives = EveryOtherPair()
+
+    @classmethod
+    def add_flags(cls, add: Callable[..., Any]) -> None:
+        """Its flags (`add` is an argparse group's add_argument): `--NAME`, which chooses it, its folder's
+        (`root_option`) and its own settings, all read back by `from_options`."""
+        raise NotImplementedError
 
     @classmethod
     def from_options(cls, options: argparse.Namespace, **common: Any) -> _CrossViewDataModule:
@@ -83,13 +90,14 @@ class _CrossViewDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        batch_size: int,
-        batch_size_val: int,
-        num_workers: int | None,
-        sat_size: tuple[int, int],
-        grd_size: tuple[int, int],
-        pin_memory: bool | None,
-        prefetch_factor: int,
+        *,
+        batch_size: int = 32,
+        batch_size_val: int = 32,
+        num_workers: int | None = None,
+        sat_size: tuple[int, int] = (256, 256),
+        grd_size: tuple[int, int] = (128, 512),
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
         fov: float = 360.0,
         orientation_noise: float = 0.0,
         seed: int = 0,
@@ -199,28 +207,22 @@ class CVUSADataModule(_CrossViewDataModule):
     name, root_option = "CVUSA", "data_root_cvusa"
 
     @classmethod
+    def add_flags(cls, add: Callable[..., Any]) -> None:
+        add("--CVUSA", action="store_true", help="CVUSA (the dataset when none is named)")
+        add("--data_root_cvusa", default="./data/CVUSA/", help="the dataset's folder")
+        add("--train_csv", default=TRAIN_CSV, help="training pairs, in the folder's splits/")
+        add("--val_csv", default=VAL_CSV, help="validation pairs, in splits/ (also the test split)")
+
+    @classmethod
     def from_options(cls, options: argparse.Namespace, **common: Any) -> CVUSADataModule:
         return cls(options.data_root_cvusa, train_csv=options.train_csv, val_csv=options.val_csv, **common)
 
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> CVUSA:
         return CVUSA(self.root, "val", self.sat_size, self.grd_size, self.train_csv, self.val_csv, transforms)
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        batch_size: int = 32,
-        batch_size_val: int = 32,
-        num_workers: int | None = None,
-        sat_size: tuple[int, int] = (256, 256),
-        grd_size: tuple[int, int] = (128, 512),
-        train_csv: str = TRAIN_CSV,
-        val_csv: str = VAL_CSV,
-        pin_memory: bool | None = None,
-        prefetch_factor: int = 2,
-        **views: float,
-    ) -> None:
-        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
-                         **views)
+    def __init__(self, root: str | os.PathLike, train_csv: str = TRAIN_CSV, val_csv: str = VAL_CSV,
+                 **loading: Any) -> None:
+        super().__init__(root, **loading)
         self.train_csv = train_csv
         self.val_csv = val_csv
 
@@ -247,6 +249,16 @@ class CVACTDataModule(_CrossViewDataModule):
     not_negatives = WithinDistance(25.0)
 
     @classmethod
+    def add_flags(cls, add: Callable[..., Any]) -> None:
+        add("--CVACT", action="store_true", help="CVACT (Liu and Li 2019)")
+        add("--data_root_cvact", default="./data/CVACT/", help="the dataset's folder")
+        add("--mat_list", default=MAT_FILE, help="the splits and positions, in the folder")
+        add("--eval_split", choices=EVAL_SPLITS, default="val", help="val (CVACT_val) or test (valSetAll)")
+        add("--match_radius", type=float, default=5.0,
+            help="testing on CVACT_test: a retrieved image within this many metres of the query counts; "
+                 "0: one-to-one, only the query's own aerial image counts")
+
+    @classmethod
     def from_options(cls, options: argparse.Namespace, **common: Any) -> CVACTDataModule:
         return cls(options.data_root_cvact, mat_file=options.mat_list, eval_split=options.eval_split,
                    match_radius=options.match_radius, **common)
@@ -266,27 +278,13 @@ class CVACTDataModule(_CrossViewDataModule):
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> CVACT:
         return CVACT(self.root, self.eval_split, self.sat_size, self.grd_size, self.mat_file, transforms)
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        batch_size: int = 32,
-        batch_size_val: int = 32,
-        num_workers: int | None = None,
-        sat_size: tuple[int, int] = (256, 256),
-        grd_size: tuple[int, int] = (128, 512),
-        mat_file: str = MAT_FILE,
-        eval_split: str = "val",
-        match_radius: float = 5.0,
-        pin_memory: bool | None = None,
-        prefetch_factor: int = 2,
-        **views: float,
-    ) -> None:
+    def __init__(self, root: str | os.PathLike, mat_file: str = MAT_FILE, eval_split: str = "val",
+                 match_radius: float = 5.0, **loading: Any) -> None:
         if eval_split not in EVAL_SPLITS:
             raise ValueError(f"CVACT eval_split must be one of {', '.join(EVAL_SPLITS)}, got {eval_split!r}")
         if not match_radius >= 0:
             raise ValueError(f"CVACT match_radius must be metres >= 0 (0: one-to-one pairing), got {match_radius!r}")
-        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
-                         **views)
+        super().__init__(root, **loading)
         self.mat_file = mat_file
         self.eval_split = eval_split
         self.match_radius = float(match_radius)
@@ -323,6 +321,13 @@ class VIGORDataModule(_CrossViewDataModule):
     not_negatives = CoveringTiles()
 
     @classmethod
+    def add_flags(cls, add: Callable[..., Any]) -> None:
+        add("--VIGOR", action="store_true", help="VIGOR (Zhu et al. 2021) in the mode of --vigor_mode")
+        add("--data_root_vigor", default="./data/VIGOR/", help="the dataset's folder")
+        add("--vigor_mode", choices=MODES, default="same",
+            help="same-area (all four cities) or cross-area (train NewYork, Seattle; test SanFrancisco, Chicago)")
+
+    @classmethod
     def from_options(cls, options: argparse.Namespace, **common: Any) -> VIGORDataModule:
         return cls(options.data_root_vigor, mode=options.vigor_mode, **common)
 
@@ -339,21 +344,8 @@ class VIGORDataModule(_CrossViewDataModule):
     def figure_pairs(self, transforms: Callable[[dict[str, Any]], dict[str, Any]] | None) -> VIGOR:
         return VIGOR(self.root, "test", self.mode, self.sat_size, self.grd_size, transforms, pairs=True)
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        mode: str = "same",
-        batch_size: int = 32,
-        batch_size_val: int = 32,
-        num_workers: int | None = None,
-        sat_size: tuple[int, int] = (256, 256),
-        grd_size: tuple[int, int] = (128, 512),
-        pin_memory: bool | None = None,
-        prefetch_factor: int = 2,
-        **views: float,
-    ) -> None:
-        super().__init__(root, batch_size, batch_size_val, num_workers, sat_size, grd_size, pin_memory, prefetch_factor,
-                         **views)
+    def __init__(self, root: str | os.PathLike, mode: str = "same", **loading: Any) -> None:
+        super().__init__(root, **loading)
         self.mode = mode
         self.gallery: VIGORGallery | None = None
 

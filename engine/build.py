@@ -22,11 +22,13 @@ from dataset.errors import DatasetError, name_paths
 from engine.cluster import external_launcher
 from engine.config import config_of
 from engine.continuation import OPTIONS_KEY
+from engine.devices import Devices, is_first_process
+from engine.logs import FILE_ONLY
+from engine.options import UsageError, check_field_of_view
 from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from model.loss import LOSSES
 from utils.checkpoint import CheckpointError
-from utils.cli import FILE_ONLY, Devices, UsageError, check_field_of_view, is_first_process
 from utils.files import write_text_atomically
 from utils.image_cache import CacheDirError
 from utils.image_check import find_bad_images, read_record, record_path, write_record

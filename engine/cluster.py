@@ -17,7 +17,8 @@ import torch.distributed as dist
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning_fabric.utilities.distributed import _init_dist_connection
 
-from utils.cli import RUN_DIR_ENV, Devices
+from engine.devices import Devices
+from engine.run_folder import RUN_DIR_ENV
 
 
 def external_launcher() -> ClusterEnvironment | None:

@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import nn
 
+from engine.options import UsageError, flag_text, with_options
 from model.backbone import BACKBONES, backbone_of_state
 from utils.checkpoint import CheckpointError, ModelConfig, load_model_state, model_config, model_state
-from utils.cli import UsageError, flag_text
 
 MODEL_FLAGS = ("backbone", "sat_size_h", "sat_size_w", "grd_size_h", "grd_size_w", "sa_num", "no_fc", "fov")
 
@@ -33,19 +33,18 @@ def config_of(opt: argparse.Namespace) -> ModelConfig:
 
 def fill_from_checkpoint(
     opt: argparse.Namespace, given: set[str], ckpt: Mapping[str, Any], source: str
-) -> ModelConfig | None:
-    """Set the model flags the command line left out to the checkpoint's; returns what the checkpoint says.
+) -> tuple[argparse.Namespace, ModelConfig | None]:
+    """The options with the model flags the command line left out set to the checkpoint's, and what the
+    checkpoint says of itself.
 
-    The result is None for published weights and bare state dicts, which do not state their image sizes
+    The latter is None for published weights and bare state dicts, which do not state their image sizes
     (`utils.checkpoint.model_config` infers the rest from their tensors).
     """
     config, stated = model_config(ckpt, source)
     if not stated:  # published weights or a bare state dict: the backbone whose tensors it holds
         config = replace(config, backbone=backbone_of_state(model_state(ckpt, source)) or config.backbone)
-    for name, value in config_flags(config).items():
-        if name not in given:
-            setattr(opt, name, value)
-    return config if stated else None
+    filled = {name: value for name, value in config_flags(config).items() if name not in given}
+    return with_options(opt, **filled), config if stated else None
 
 
 def load_checkpoint_weights(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset.datamodule import DATAMODULES
-from utils.cli import NO_EFFECT, TESTING_ONLY, UsageError, flag_text
+from engine.options import NO_EFFECT, TESTING_ONLY, UsageError, flag_text, with_options
 
 OPTIONS_KEY = "options"  # this project's checkpoints carry the run's options under this key
 OPTIONS_FILE = "options.json"
@@ -33,18 +33,19 @@ def stored_options(ckpt: Mapping[str, Any], checkpoint: str | Path) -> dict[str,
     return None
 
 
-def continue_options(opt: argparse.Namespace, given: set[str], stored: Mapping[str, Any], source: str) -> list[str]:
-    """Take the run's stored options for everything the command line left out; returns the flags changed.
+def continue_options(opt: argparse.Namespace, given: set[str], stored: Mapping[str, Any],
+                     source: str) -> tuple[argparse.Namespace, list[str]]:
+    """The options with the run's stored ones for everything the command line left out, and the flags it changed.
 
     A given flag that differs from the run's value is refused in one line naming both values, unless it is
     one of MAY_CHANGE.
     """
-    changed = []
+    taken, changed = {}, []
     for name, value in stored.items():
         if name in ABOUT_THIS_CALL or not hasattr(opt, name):
             continue
         if name not in given:
-            setattr(opt, name, value)
+            taken[name] = value
             continue
         new = getattr(opt, name)
         if new == value:
@@ -56,4 +57,4 @@ def continue_options(opt: argparse.Namespace, given: set[str], stored: Mapping[s
                 "roots and the device flags may change"
             )
         changed.append(f"{flag_text(name, new)} (was {flag_text(name, value)})")
-    return changed
+    return with_options(opt, **taken), changed

@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from utils.cli import Interrupted
+from engine.exit import Interrupted
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 log = logging.getLogger("cvgl")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from utils.cli import UsageError
+from engine.options import UsageError
 
 LOCK_FILE = ".lock"
 _held: dict[Path, IO[str]] = {}  # open for the life of the process: closing a file would drop its lock

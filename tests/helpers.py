@@ -42,7 +42,7 @@ def run_script(script: str, *args: str, cwd: Path, timeout: float = 600) -> subp
 def run_entry_point(main: Callable[[list[str] | None], int], known_errors: tuple[type[BaseException], ...],
                     argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     """An entry point's `__main__` path in this process: `run_main` over `argv`, returning the exit code."""
-    from utils.cli import run_main
+    from engine.exit import run_main
 
     monkeypatch.setattr(sys, "argv", ["entry_point.py", *argv])
     with pytest.raises(SystemExit) as exit_info:

@@ -194,7 +194,7 @@ def test_bad_images_are_all_named_before_the_first_step_and_good_ones_are_not_de
 
 def test_an_image_that_fails_in_a_loader_worker_still_comes_out_as_its_one_line(fake_cvusa_root):
     from dataset.cvusa import CVUSA
-    from utils.cli import _one_line
+    from engine.exit import _one_line
 
     victim = fake_cvusa_root / "sat" / "0000002.jpg"
     victim.write_bytes(b"this is not a jpeg")  # after the check before training, say, on a flaky disk

@@ -69,8 +69,8 @@ def test_a_full_view_without_turns_is_the_same_as_no_flag(tiny_world, tiny_train
 
 def test_a_view_that_contradicts_the_checkpoint_is_refused_and_bad_values_in_one_line(tiny_world, limited_run,
                                                                                        tmp_path):
+    from engine.options import UsageError
     from utils.checkpoint import CheckpointError
-    from utils.cli import UsageError
 
     args = tiny_run_args(tiny_world, tmp_path, "--checkpoint", str(limited_run / "best.ckpt"), "--fov", "180")
     with pytest.raises(CheckpointError, match=r"sa2\.w1 .*check --grd_size_h/--grd_size_w/--fov"):

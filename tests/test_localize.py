@@ -11,10 +11,10 @@ import test as test_script
 from dataset.cvact import CVACT
 from dataset.cvusa import CVUSA
 from dataset.errors import DatasetError
+from engine.options import UsageError
 from tests.helpers import TINY_SIZES, run_entry_point, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import CheckpointError
-from utils.cli import UsageError
 from utils.images import ImageReadError
 
 pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)

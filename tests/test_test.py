@@ -8,11 +8,11 @@ import torch
 
 import test as test_script
 from dataset.cvact import CVACT
+from engine.options import UsageError
 from model.network import CrossViewNet
 from tests.helpers import TINY_SIZES, run_script, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import CheckpointError
-from utils.cli import UsageError
 
 RESULT_KEYS = {"dataset", "split", "num", "checkpoint", "p2s", "s2p"}
 FIGURES = {"r@1", "r@5", "r@10", "r@1%"}

@@ -13,10 +13,10 @@ import visualize
 from dataset.cvact import CVACT
 from dataset.negatives import WithinDistance
 from engine.build import KNOWN_ERRORS, build_module, cpu_has_fast_bf16
+from engine.options import UsageError, build_parser
 from tests.helpers import SMALL_SIZES, TINY_SIZES, run_entry_point, run_script, tiny_run_args
 from tests.utils.test_figures import assert_readable_png
 from utils.checkpoint import read_checkpoint
-from utils.cli import UsageError, build_parser
 
 pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 import visualize
+from engine.options import UsageError
 from model.network import CrossViewNet
 from tests.helpers import TINY_SIZES
 from tests.utils.test_figures import assert_readable_png
-from utils.cli import UsageError
 
 pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
 

@@ -1,12 +1,11 @@
 """Reading the published checkpoints and this project's own, and writing this project's in the published format.
 
-`python -m utils.checkpoint export RUN/best.ckpt OUT.pth` writes a checkpoint of this project as the authors'
-code saves and loads them: `{"last_epoch", "best_acc", "count", "retrieval_model_dict", "optimizer_dict"}`.
+`export_published` (`python export.py RUN/best.ckpt OUT.pth`) writes a checkpoint of this project as the
+authors' code saves and loads them: `{"last_epoch", "best_acc", "count", "retrieval_model_dict", "optimizer_dict"}`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -209,23 +208,3 @@ def export_published(source: str | os.PathLike, destination: str | os.PathLike) 
     torch.save(published, partial)
     os.replace(partial, destination)
     return published
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.checkpoint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export", help="write a checkpoint in the published format")
-    export.add_argument("checkpoint", help="this project's .ckpt (or any accepted checkpoint)")
-    export.add_argument("out", help="the .pth file to write")
-    opt = parser.parse_args(argv)
-    published = export_published(opt.checkpoint, opt.out)
-    print(f"{opt.out}: published format, {len(published[PUBLISHED_MODEL_KEY])} tensors, last_epoch "
-          f"{published['last_epoch']}, best_acc {published['best_acc']}")
-    return 0
-
-
-if __name__ == "__main__":
-    from utils.cli import run_main
-
-    run_main(main, (CheckpointError,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,3 +17,8 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """`data` as indented JSON, written whole or not at all (`write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")

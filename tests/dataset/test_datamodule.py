@@ -18,7 +18,7 @@ from dataset.datamodule import (
 from dataset.errors import DatasetError
 from dataset.negatives import CoveringTiles, EveryOtherPair, WithinDistance
 from dataset.sampler import ShuffledBatches
-from utils.cli import build_parser
+from engine.options import build_parser
 from utils.evaluation import OwnPair, PositiveTile, WithinRadius
 
 SAT, GRD = (64, 64), (32, 128)
@@ -90,7 +90,8 @@ def test_cvact_fit_shuffles_train_only(fake_cvact_root):
 
 
 def test_workers_are_persistent_and_prefetch(fake_cvusa_root):
-    module = CVUSADataModule(fake_cvusa_root, 2, num_workers=2, sat_size=SAT, grd_size=GRD, prefetch_factor=3)
+    module = CVUSADataModule(fake_cvusa_root, batch_size=2, num_workers=2, sat_size=SAT, grd_size=GRD,
+                             prefetch_factor=3)
     module.setup("fit")
     loader = module.train_dataloader()
     assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 3

@@ -5,7 +5,7 @@ import torch
 
 from engine import build
 from engine.build import resolve_precision
-from utils.cli import Devices
+from engine.devices import Devices
 
 CPU, GPU = Devices("cpu", 1, "auto"), Devices("gpu", [0], "auto")
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from engine.continuation import continue_options, stored_options
-from utils.cli import UsageError, build_parser, parse_options
+from engine.options import UsageError, build_parser, parse_options
 
 STORED = {"CVUSA": False, "CVACT": True, "data_root_cvact": "/data/CVACT", "sa_num": 4, "lr": 0.001, "n_epochs": 50,
           "num_workers": 2, "results_dir": "/old/results", "name": "run", "checkpoint": None, "gone_flag": 1,
@@ -12,7 +12,7 @@ STORED = {"CVUSA": False, "CVACT": True, "data_root_cvact": "/data/CVACT", "sa_n
 
 def continued(argv):
     opt, given = parse_options(build_parser(), argv)
-    return opt, continue_options(opt, given, STORED, "RUN/last.ckpt")
+    return continue_options(opt, given, STORED, "RUN/last.ckpt")
 
 
 def test_the_run_s_options_fill_in_what_the_command_line_left_out():

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from engine.options import UsageError
 from engine.run_lock import hold_run_folder
 from tests.helpers import offline_env, run_script
-from utils.cli import UsageError
 
 pytestmark = pytest.mark.slow  # trains, or starts processes: the full suite only (README: Development)
 

@@ -82,7 +82,7 @@ def test_cosine_training_ends_at_the_rate_of_its_last_step(tiny_world, tmp_path)
 
 
 def test_a_warm_up_outside_the_run_is_refused_in_one_line(tiny_world, tmp_path):
-    from utils.cli import UsageError
+    from engine.options import UsageError
 
     with pytest.raises(UsageError, match=r"--lr_warmup 1: expected a share of the run in \[0, 1\)"):
         train.main(tiny_run_args(tiny_world, tmp_path, "--lr_schedule", "cosine", "--lr_warmup", "1"))

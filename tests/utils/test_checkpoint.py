@@ -1,4 +1,3 @@
-import json
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from utils.checkpoint import (
     read_checkpoint,
     to_published,
 )
-from utils.checkpoint import main as checkpoint_main
 
 SAT, GRD = (64, 64), (32, 128)
 
@@ -85,46 +83,12 @@ def test_a_dictionary_without_weights_is_refused():
         model_state({"epoch": 1, "optimizer_dict": {}})
 
 
-def test_export_writes_the_authors_format_with_the_authors_keys(tiny_trained_run, reference_dir, tmp_path, capsys):
-    out = tmp_path / "exported" / "cvusa.pth"
-    assert checkpoint_main(["export", str(tiny_trained_run / "best.ckpt"), str(out)]) == 0
-    assert str(out) in capsys.readouterr().out
-    exported = torch.load(out, map_location="cpu", weights_only=False)
-    assert list(exported) == ["last_epoch", "best_acc", "count", "retrieval_model_dict", "optimizer_dict"]
-    manifest = json.loads((reference_dir / "reference_state_small.json").read_text())["keys"]
-    assert {key: (list(value.shape), str(value.dtype).removeprefix("torch."))
-            for key, value in exported["retrieval_model_dict"].items()} == {k: (s, d) for k, s, d in manifest}
-
-    source = read_checkpoint(tiny_trained_run / "best.ckpt")
-    summary = json.loads((tiny_trained_run / "summary.json").read_text())
-    assert exported["last_epoch"] == source["epoch"] and exported["count"] == source["global_step"] > 0
-    assert exported["best_acc"] == pytest.approx(summary["val/p2s_r@1"])
-
-    net = CrossViewNet(SAT, GRD).eval()  # what the authors' code does with the file
-    net.load_state_dict(exported["retrieval_model_dict"], strict=True)
-    torch.optim.Adam(net.parameters()).load_state_dict(exported["optimizer_dict"])
-    trained = CrossViewNet(SAT, GRD).eval()
-    load_weights(trained, tiny_trained_run / "best.ckpt")
-    images = torch.rand(3, 3, *SAT) * 2 - 1, torch.rand(3, 3, *GRD) * 2 - 1
-    with torch.no_grad():
-        for exported_out, trained_out in zip(net(*images), trained(*images), strict=True):
-            assert torch.equal(exported_out, trained_out)
-    assert [p.name for p in out.parent.iterdir()] == ["cvusa.pth"]
-
-
 def test_export_counts_epochs_on_from_a_continued_published_checkpoint(tmp_path):
     ckpt = {"epoch": 2, "global_step": 30, "state_dict": {f"net.{k}": v for k, v in
                                                           CrossViewNet(SAT, GRD).state_dict().items()},
             "hyper_parameters": {"sat_size": SAT, "grd_size": GRD, "sa_num": 8, "use_fc": True, "epoch_offset": 26}}
     published = to_published(ckpt)
     assert (published["last_epoch"], published["best_acc"], published["count"]) == (28, 0.0, 30)
-
-
-def test_export_of_an_unreadable_file_is_one_line(tmp_path):
-    (tmp_path / "notes.txt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="notes.txt cannot be read"):
-        checkpoint_main(["export", str(tmp_path / "notes.txt"), str(tmp_path / "out.pth")])
-    assert not (tmp_path / "out.pth").exists()
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [

@@ -78,9 +78,10 @@ def test_a_cache_gives_the_decoded_images_and_a_second_open_decodes_nothing(imag
 def test_equal_batches_with_and_without_the_cache_through_worker_processes(fake_cvusa_root, fake_cvact_root,
                                                                           tmp_path):
     for make in (
-        lambda cache: CVUSADataModule(fake_cvusa_root, 2, 2, 2, (64, 64), (32, 128), cache_dir=cache),
-        lambda cache: CVACTDataModule(fake_cvact_root, 2, 2, 2, (48, 48), (16, 64), eval_split="test",
-                                      cache_dir=cache),
+        lambda cache: CVUSADataModule(fake_cvusa_root, batch_size=2, batch_size_val=2, num_workers=2,
+                                      sat_size=(64, 64), grd_size=(32, 128), cache_dir=cache),
+        lambda cache: CVACTDataModule(fake_cvact_root, batch_size=2, batch_size_val=2, num_workers=2,
+                                      sat_size=(48, 48), grd_size=(16, 64), eval_split="test", cache_dir=cache),
     ):
         batches = []
         for cache_dir in (None, tmp_path / "cache", tmp_path / "cache"):
