@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.io
 import torch
-from torch.utils.data import Dataset
 
+from dataset.base import PanoramaDataset
 from dataset.errors import DatasetError, check_files_exist
 from utils.image_cache import image_source
-from utils.images import plot_pair
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 MAT_FILE = "ACT_data.mat"
 # split -> (struct, field) of ACT_data.mat holding its 1-based positions in panoIds; "val" is CVACT_val,
@@ -25,7 +21,7 @@ SPLIT_INDEX_FIELDS = {"train": ("trainSet", "trainInd"), "val": ("valSet", "valI
 EXPECTED_FIELDS = "panoIds, utm (N x 2), trainSet.trainInd, valSet.valInd, valSetAll.valInd"
 
 
-class CVACT(Dataset):
+class CVACT(PanoramaDataset):
     """One split of CVACT; a sample is {"sat", "grd": uint8 CHW RGB, "index", "id", "utm": float64 (2,)}.
 
     `utm` (easting, northing in metres) lets the loss skip in-batch negatives closer than 25 m; `self.utm`
@@ -33,6 +29,8 @@ class CVACT(Dataset):
     `root/grd/<id>_grdView.jpg`. Every file is checked on construction. With `cache_dir` the images are decoded
     once into memory-mapped arrays there (`utils.image_cache`).
     """
+
+    name = "CVACT"
 
     def __init__(
         self,
@@ -81,28 +79,11 @@ class CVACT(Dataset):
             "and grd/<panoId>_grdView.jpg"
         )
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    def _views(self, index: int) -> dict[str, torch.Tensor]:
+        return {"sat": self.sat_images[index], "grd": self.grd_images[index]}
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = range(len(self))[index]
-        sample = {
-            "sat": self.sat_images[index],
-            "grd": self.grd_images[index],
-            "index": index,
-            "id": self.ids[index],
-            "utm": torch.tensor(self.utm[index], dtype=torch.float64),
-        }
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
-
-    def plot(self, sample: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> Figure:
-        """The sample's aerial image and panorama side by side; saved to `path` when given."""
-        figure = plot_pair(sample["sat"], sample["grd"], title=f"CVACT {sample.get('id', '')}".strip())
-        if path is not None:
-            figure.savefig(path)
-        return figure
+    def _labels(self, index: int) -> dict[str, torch.Tensor]:
+        return {"utm": torch.tensor(self.utm[index], dtype=torch.float64)}
 
 
 def read_act_data(path: str, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:

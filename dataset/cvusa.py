@@ -5,17 +5,13 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
+from dataset.base import PanoramaDataset
 from dataset.errors import DatasetError, check_files_exist
 from utils.image_cache import image_source
-from utils.images import plot_pair
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 TRAIN_CSV = "train-19zl.csv"
 VAL_CSV = "val-19zl.csv"
@@ -24,7 +20,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EXAMPLE_LINE = "bingmap/19/0000001.jpg,streetview/panos/0000001.jpg,streetview/annotations/0000001.png"
 
 
-class CVUSA(Dataset):
+class CVUSA(PanoramaDataset):
     """One split of CVUSA; a sample is {"sat", "grd": uint8 CHW RGB, "index": position in the split, "id"}.
 
     The id is the file name of a CSV line's first column. Images are read from the reorganised layout
@@ -33,6 +29,8 @@ class CVUSA(Dataset):
     `val_csv` are file names in `root/splits/` (or absolute paths). Every file is checked on construction.
     With `cache_dir` the images are decoded once into memory-mapped arrays there (`utils.image_cache`).
     """
+
+    name = "CVUSA"
 
     def __init__(
         self,
@@ -84,27 +82,8 @@ class CVUSA(Dataset):
             "or the raw download's paths as the CSV gives them (bingmap/19/<id>.jpg, streetview/panos/<id>.jpg)"
         )
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = range(len(self))[index]
-        sample = {
-            "sat": self.sat_images[index],
-            "grd": self.grd_images[index],
-            "index": index,
-            "id": self.ids[index],
-        }
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
-
-    def plot(self, sample: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> Figure:
-        """The sample's aerial image and panorama side by side; saved to `path` when given."""
-        figure = plot_pair(sample["sat"], sample["grd"], title=f"CVUSA {sample.get('id', '')}".strip())
-        if path is not None:
-            figure.savefig(path)
-        return figure
+    def _views(self, index: int) -> dict[str, torch.Tensor]:
+        return {"sat": self.sat_images[index], "grd": self.grd_images[index]}
 
 
 def read_split_csv(path: str) -> list[tuple[str, str, str]]:

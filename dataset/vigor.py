@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dataset.base import PanoramaDataset
 from dataset.errors import DatasetError, check_files_exist
 from utils.image_cache import image_source
-from utils.images import plot_pair
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
 MODES = ("same", "cross")
@@ -124,7 +121,7 @@ class VIGORGallery(Dataset):
         return sample if self.transforms is None else self.transforms(sample)
 
 
-class VIGOR(Dataset):
+class VIGOR(PanoramaDataset):
     """The panoramas of one VIGOR split with their labels, against `self.gallery` (a `VIGORGallery`).
 
     A sample is {"grd": uint8 CHW RGB, "index", "id", "positive": the positive tile's index in the gallery,
@@ -136,6 +133,8 @@ class VIGOR(Dataset):
     Training reads pairs; evaluation reads the panoramas alone and the gallery apart. With `cache_dir` the
     images of both are decoded once into memory-mapped arrays there (`utils.image_cache`).
     """
+
+    name = "VIGOR"
 
     def __init__(
         self,
@@ -207,35 +206,23 @@ class VIGOR(Dataset):
         self.delta = np.asarray(delta, np.float32)
         check_files_exist(self.grd_paths, f"panoramas of the VIGOR {self.mode}-area {self.split} split", LAYOUT)
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    def _views(self, index: int) -> dict[str, torch.Tensor]:
+        views = {"grd": self.grd_images[index]}
+        if self.pairs:
+            views["sat"] = self.gallery.images[int(self.labels[index, 0])]
+        return views
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = range(len(self))[index]
-        sample = {
-            "grd": self.grd_images[index],
-            "index": index,
-            "id": self.ids[index],
+    def _labels(self, index: int) -> dict[str, Any]:
+        return {
             "positive": int(self.labels[index, 0]),
             "semi_positives": torch.from_numpy(self.labels[index, 1:].copy()),
             "latlon": torch.tensor(self.latlon[index], dtype=torch.float64),
             "delta": torch.from_numpy(self.delta[index].copy()),
         }
-        if self.pairs:
-            sample["sat"] = self.gallery.images[int(self.labels[index, 0])]
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
 
-    def plot(self, sample: dict[str, Any], path: str | os.PathLike | None = None) -> Figure:
-        """The panorama beside its positive tile; saved to `path` when given."""
-        sat = sample.get("sat")
-        if sat is None:
-            sat = self.gallery[int(sample["positive"])]["sat"]
-        figure = plot_pair(sat, sample["grd"], title=f"VIGOR {sample.get('id', '')}".strip())
-        if path is not None:
-            figure.savefig(path)
-        return figure
+    def _aerial_of(self, sample: dict[str, Any]) -> torch.Tensor:
+        """The pair's tile, or for a panorama alone its positive tile from the gallery."""
+        return sample["sat"] if "sat" in sample else self.gallery[int(sample["positive"])]["sat"]
 
 
 def _check_root(root: str, cities: tuple[str, ...]) -> None:
