@@ -7,7 +7,8 @@ positions are printed with each match. Its descriptors are computed once and kep
 .npz with the model configuration and the checkpoint's path, size and modification time; a later call
 with the same index skips the gallery pass, and refuses an index built by another checkpoint or
 configuration, or from other images. Each panorama's top-k aerial images are printed with their
-similarity, id and position, and `--figure PNG` draws them beside the panoramas.
+similarity, id and position, and `--figure PNG` draws them beside the panoramas. `--onnx DIR` embeds with
+onnxruntime and the graphs `export.py --format onnx` wrote there instead of PyTorch and a checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from dataset.cvact import read_act_data
 from dataset.errors import DatasetError, check_files_exist, name_paths
-from engine.config import config_of, fill_from_checkpoint, load_checkpoint_weights
+from engine.config import MODEL_FLAGS, config_of, fill_from_checkpoint, load_checkpoint_weights
 from engine.devices import parse_devices
 from engine.exit import run_main
 from engine.options import UsageError, add_model_flags, check_field_of_view, parse_options
@@ -41,6 +42,7 @@ from utils.figures import Retrieval, retrievals_figure, save_figure
 from utils.image_cache import DecodedImages
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
+from utils.onnx_runtime import load_branches
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 INDEX_FORMAT = 2  # 2: each image's size and modification time are kept, to notice files overwritten in place
@@ -52,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("panoramas", nargs="*", metavar="PANORAMA", help="ground panoramas to localize")
-    add("--checkpoint", required=True, help="published weights or this project's .ckpt")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="published weights or this project's .ckpt")
+    model.add_argument("--onnx", metavar="DIR", help="embed with onnxruntime, with the graphs export.py --format onnx "
+                                                     "wrote into DIR, instead of PyTorch")
     gallery = parser.add_mutually_exclusive_group()
     gallery.add_argument("--aerial_dir", metavar="DIR", help="folder of aerial images (ids: file names)")
     gallery.add_argument("--mat", metavar="PATH", help="CVACT-style ACT_data.mat; images in sat/ beside it")
@@ -144,8 +149,14 @@ def list_act_data(mat_path: str, split: str) -> Gallery:
     return Gallery(ids, paths, utm[positions], f"{os.path.abspath(mat_path)}:{split}")
 
 
-def index_config(opt: argparse.Namespace) -> dict[str, Any]:
-    """What the gallery descriptors depend on; an index whose configuration differs is stale."""
+def index_config(opt: argparse.Namespace, branches: OnnxBranches | None) -> dict[str, Any]:
+    """What the gallery descriptors depend on: the checkpoint and the model flags, or the ONNX graphs (`branches`);
+    an index whose configuration differs is stale."""
+    if branches is not None:
+        graph = branches.aerial.path
+        stat = os.stat(graph)
+        return {"format": INDEX_FORMAT, "onnx": os.path.abspath(graph), "onnx_mtime": stat.st_mtime,
+                "onnx_size": stat.st_size, "sat_size": list(branches.sat_size), "grd_size": list(branches.grd_size)}
     stat = os.stat(opt.checkpoint)
     return {
         "format": INDEX_FORMAT,
@@ -161,18 +172,50 @@ def index_config(opt: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def embed_gallery(net: CrossViewNet, gallery: Gallery, batch_size: int, num_workers: int) -> np.ndarray:
+class TorchBranches:
+    """The network's two branches on a device: uint8 images (B, 3, H, W) in, descriptors (B, D) float32 out."""
+
+    def __init__(self, net: CrossViewNet, device: torch.device) -> None:
+        self.net, self.device = net.to(device).eval(), device
+        self.sat_size, self.grd_size = net.sat_size, net.grd_size
+
+    @torch.no_grad()
+    def embed_sat(self, images: torch.Tensor) -> np.ndarray:
+        return self.net.embed_sat(to_model_range(images.to(self.device))).float().cpu().numpy()
+
+    @torch.no_grad()
+    def embed_grd(self, images: torch.Tensor) -> np.ndarray:
+        return self.net.embed_grd(to_model_range(images.to(self.device))).float().cpu().numpy()
+
+
+class OnnxBranches:
+    """The exported graphs in onnxruntime, used as `TorchBranches` is; their sizes come from their metadata."""
+
+    def __init__(self, folder: str) -> None:
+        self.aerial, self.ground = load_branches(folder)
+        self.sat_size, self.grd_size = self.aerial.image_size, self.ground.image_size
+
+    def embed_sat(self, images: torch.Tensor) -> np.ndarray:
+        return self.aerial(to_model_range(images).numpy())
+
+    def embed_grd(self, images: torch.Tensor) -> np.ndarray:
+        return self.ground(to_model_range(images).numpy())
+
+
+Branches = TorchBranches | OnnxBranches
+
+
+def embed_gallery(branches: Branches, gallery: Gallery, batch_size: int, num_workers: int) -> np.ndarray:
     """Descriptors of every aerial image, (N, D) float32, in gallery order."""
-    device = next(net.parameters()).device
-    loader = DataLoader(DecodedImages(gallery.paths, net.sat_size), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(DecodedImages(gallery.paths, branches.sat_size), batch_size=batch_size,
+                        num_workers=num_workers)
     parts = []
     for done, images in enumerate(loader, start=1):
-        parts.append(net.embed_sat(to_model_range(images.to(device))).float().cpu())
+        parts.append(branches.embed_sat(images))
         print(f"\rgallery pass: {min(done * batch_size, len(gallery.paths))}/{len(gallery.paths)} aerial images",
               end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return torch.cat(parts).numpy()
+    return np.concatenate(parts)
 
 
 def save_index(path: Path, index: GalleryIndex) -> None:
@@ -212,7 +255,9 @@ def load_index(path: Path) -> GalleryIndex:
 
 
 def stale_reason(index: GalleryIndex, config: dict[str, Any], gallery: Gallery | None) -> str | None:
-    """Why an index cannot serve this call (other checkpoint, configuration or images), or None."""
+    """Why an index cannot serve this call (other checkpoint or graphs, configuration or images), or None."""
+    if ("onnx" in index.config) != ("onnx" in config):
+        return f"it was built with {_embedder(index.config)}, this call uses {_embedder(config)}"
     for key, wanted in config.items():
         found = index.config.get(key)
         if found != wanted:
@@ -230,6 +275,10 @@ def stale_reason(index: GalleryIndex, config: dict[str, Any], gallery: Gallery |
             return (f"{len(changed)} of the images in {gallery.source} were rewritten since it was built "
                     f"({gallery.paths[changed[0]]} first)")
     return None
+
+
+def _embedder(config: dict[str, Any]) -> str:
+    return f"the ONNX graph {config['onnx']}" if "onnx" in config else f"the checkpoint {config.get('checkpoint')}"
 
 
 def listed_gallery(opt: argparse.Namespace) -> Gallery | None:
@@ -287,9 +336,9 @@ def usable_gallery(gallery: Gallery, skip_bad_images: bool, workers: int) -> Gal
     return gallery.without([path for path, _ in bad])
 
 
-def build_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gallery, net: CrossViewNet) -> GalleryIndex:
+def build_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gallery, branches: Branches) -> GalleryIndex:
     """One pass over the gallery, saved to --index when given."""
-    index = GalleryIndex(gallery, embed_gallery(net, gallery, opt.batch_size, opt.num_workers), config)
+    index = GalleryIndex(gallery, embed_gallery(branches, gallery, opt.batch_size, opt.num_workers), config)
     if opt.index:
         save_index(Path(opt.index), index)
         print(f"indexed {len(gallery.ids)} aerial images of {gallery.source} into {opt.index}")
@@ -307,11 +356,9 @@ class Match:
     position: np.ndarray | None
 
 
-@torch.no_grad()
-def localize(net: CrossViewNet, index: GalleryIndex, panorama: np.ndarray, top_k: int) -> list[Match]:
+def localize(branches: Branches, index: GalleryIndex, panorama: np.ndarray, top_k: int) -> list[Match]:
     """The `top_k` aerial images most similar to a panorama (uint8 H x W x 3 at the model's size), best first."""
-    device = next(net.parameters()).device
-    query = net.embed_grd(to_model_range(to_chw_tensor(panorama)[None].to(device))).float().cpu().numpy()[0]
+    query = branches.embed_grd(to_chw_tensor(panorama)[None])[0]
     similarities = index.descriptors @ query
     order = np.argsort(-similarities, kind="stable")[:top_k]
     gallery = index.gallery
@@ -356,32 +403,37 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise ImageReadError(f"cannot read panorama {missing[0]}: file does not exist", missing[0])
     check_field_of_view(opt.fov)
-    ckpt = read_checkpoint(opt.checkpoint)
-    opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
-    config = index_config(opt)
+    branches, ckpt, stated = None, None, None
+    if opt.onnx:
+        flags = [name for name in MODEL_FLAGS if name in given]
+        if flags:
+            raise UsageError(f"--{flags[0]}: the ONNX graphs in {opt.onnx} state their own sizes; drop the flag")
+        branches = OnnxBranches(opt.onnx)
+    else:
+        ckpt = read_checkpoint(opt.checkpoint)
+        opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    config = index_config(opt, branches)
     gallery = listed_gallery(opt)
     index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built
     if index is None:
         gallery = usable_gallery(gallery, opt.skip_bad_images, max(1, opt.num_workers))
-
-    model = config_of(opt)
-    sat_size, grd_size = model.sat_size, model.net_grd_size
-    net = CrossViewNet.from_config(model)
-    load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
-    del ckpt
-    net.to(device).eval()
+    if branches is None:
+        net = CrossViewNet.from_config(config_of(opt))
+        load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
+        del ckpt
+        branches = TorchBranches(net, device)
     if index is None:
-        index = build_index(opt, config, gallery, net)
+        index = build_index(opt, config, gallery, branches)
     if not opt.panoramas:
         print("no panoramas given: the gallery is ready")
         return 0
-    panoramas = [(path, read_rgb(path, grd_size)) for path in opt.panoramas]
+    panoramas = [(path, read_rgb(path, branches.grd_size)) for path in opt.panoramas]
     top_k = min(opt.top_k, len(index.gallery.ids))
-    results = [localize(net, index, image, top_k) for _, image in panoramas]
+    results = [localize(branches, index, image, top_k) for _, image in panoramas]
     for (path, _), matches in zip(panoramas, results, strict=True):
         print_matches(path, matches, len(index.gallery.ids))
     if opt.figure:
-        figure_path = save_figure(matches_figure(panoramas, results, sat_size), opt.figure)
+        figure_path = save_figure(matches_figure(panoramas, results, branches.sat_size), opt.figure)
         print(f"\nfigure: {figure_path}")
     return 0
 

@@ -28,15 +28,17 @@ from engine.options import UsageError, check_field_of_view
 from model.backbone import PretrainedWeightsUnavailable
 from model.lightning import AtomicCheckpointIO, CrossViewModule, NonFiniteLossError
 from model.loss import LOSSES
+from model.onnx_export import OnnxUnavailable
 from utils.checkpoint import CheckpointError
 from utils.files import write_text_atomically
 from utils.image_cache import CacheDirError
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError
+from utils.onnx_runtime import OnnxRuntimeError
 
 # A user's mistake, reported in one line with exit code 2 by every entry point.
 KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError, PretrainedWeightsUnavailable,
-                NonFiniteLossError, CacheDirError)
+                NonFiniteLossError, CacheDirError, OnnxUnavailable, OnnxRuntimeError)
 
 
 def build_module(opt: argparse.Namespace, **kwargs: Any) -> CrossViewModule:

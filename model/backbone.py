@@ -115,6 +115,18 @@ class ResNet34Backbone(Backbone):
         return _resnet_to_layer3(resnet34(weights=weights))
 
 
+@register_backbone("resnet34_maxpool")
+class ResNet34MaxPoolBackbone(Backbone):
+    """ResNet-34 cut after layer3 with its max-pool kept: stride 16, so a quarter of the paper's positions and of
+    its backbone's multiply-adds past the first convolution. It shows what dropping the max-pool costs."""
+
+    out_channels, stride, imagenet_weights = 256, 16, ResNet34_Weights.IMAGENET1K_V1
+
+    def build(self, weights: WeightsEnum | None) -> nn.Module:
+        net = resnet34(weights=weights)
+        return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+
+
 @register_backbone("resnet18")
 class ResNet18Backbone(Backbone):
     """ResNet-18 truncated as the paper truncates ResNet-34: a third of its parameters, the same output shape."""

@@ -226,3 +226,28 @@ def test_unusable_gallery_images_stop_the_call_before_the_pass_unless_skipped_by
     output = capsys.readouterr().out
     assert "gallery pass skipped" in output and "without the 2 unusable images skipped" in output
     assert [match_id for match_id, _ in printed_matches(output)[val_split.grd_paths[0]]] == listed[:5]
+
+
+def test_onnx_graphs_localize_as_the_checkpoint_does(tiny_trained_run, val_split, aerial_dir, tmp_path, capsys):
+    from export import main as export_main
+
+    graphs = tmp_path / "graphs"
+    assert export_main([str(tiny_trained_run / "best.ckpt"), str(graphs), "--format", "onnx"]) == 0
+    common = ["--gpu", "-1", "--num_workers", "0", "--aerial_dir", str(aerial_dir), "--top_k", "13",
+              *val_split.grd_paths]
+    capsys.readouterr()
+    assert localize.main(["--checkpoint", str(tiny_trained_run / "best.ckpt"), *common]) == 0
+    with_torch = printed_matches(capsys.readouterr().out)
+    index = tmp_path / "onnx_gallery.npz"
+    assert localize.main(["--onnx", str(graphs), "--index", str(index), *common]) == 0
+    with_onnx = printed_matches(capsys.readouterr().out)
+    assert len(with_onnx) == 13
+    for path, matches in with_torch.items():  # the same tiles in the same order, similarities to 1e-4
+        assert [match_id for match_id, _ in with_onnx[path]] == [match_id for match_id, _ in matches]
+    assert localize.main(["--onnx", str(graphs), "--index", str(index), val_split.grd_paths[0], "--gpu", "-1"]) == 0
+    assert "gallery pass skipped" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="--sa_num: the ONNX graphs in .* state their own sizes"):
+        localize.main(["--onnx", str(graphs), "--index", str(index), "--sa_num", "4"])
+    with pytest.raises(UsageError, match="is stale: it was built with the ONNX graph .*aerial.onnx, this call uses "
+                                         "the checkpoint .*best.ckpt"):
+        localize.main(["--checkpoint", str(tiny_trained_run / "best.ckpt"), "--index", str(index), "--gpu", "-1"])
