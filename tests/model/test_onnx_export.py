@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.network import CrossViewNet
-from model.onnx_export import NORMALISATION, OPSET, export_onnx
+from model.onnx_export import NORMALISATION, OPSET, OnnxUnavailable, export_onnx
 from utils.checkpoint import ModelConfig
 from utils.onnx_runtime import OnnxRuntimeError, load_branches
 
@@ -77,3 +77,10 @@ def test_a_missing_onnxruntime_or_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(OnnxRuntimeError, match="needs onnxruntime: pip install onnxruntime"):
         load_branches(tmp_path)
+
+
+def test_an_export_without_the_onnx_package_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(OnnxUnavailable, match="needs the onnx package: pip install onnx onnxruntime"):
+        export_onnx(trained_looking(CONFIGS["no FC"]), CONFIGS["no FC"], tmp_path, source="a test")
+    assert list(tmp_path.iterdir()) == []
