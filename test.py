@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         opt = with_options(opt, orientation_noise=float(trained_with.get("orientation_noise", 0.0)))
     datamodule = build_datamodule(opt)
     split = datamodule.evaluation_split
-    matching = datamodule.matching("test")
     module = build_module(opt, pretrained=False)
     load_checkpoint_weights(module.net, ckpt, opt.checkpoint, opt, given, stated)
     del ckpt
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     evaluation = module.evaluations["test"]
-    results = evaluation.figures
+    results, matching = evaluation.figures, evaluation.matching
     queries, references = datamodule.evaluation_datasets("test")
     paired = queries is references
     summary = {

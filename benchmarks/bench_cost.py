@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cost import gallery_bytes, latency, multiply_adds, parameters, peak_rss_bytes  # noqa: E402
 from benchmarks.field_models import FIELD_MODELS  # noqa: E402
 from benchmarks.machine import load_average, print_machine  # noqa: E402
+from engine.build import cpu_has_fast_bf16  # noqa: E402
 from model.network import CrossViewNet  # noqa: E402
 from utils.checkpoint import ModelConfig  # noqa: E402
 
@@ -62,28 +63,12 @@ ROWS = [
 ]
 
 
-class NetBranch(nn.Module):
-    """One branch of `CrossViewNet`: its backbone and head, images in, descriptors out."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images).flatten(2))
-
-
 def build(row: Row) -> tuple[nn.Module, tuple[int, int], nn.Module, tuple[int, int], CrossViewNet | None]:
     """(aerial branch, its size, ground branch, its size, the whole network for this project's rows)."""
     if row.config is None:
         return (*FIELD_MODELS[row.name](), None)
     net = CrossViewNet.from_config(row.config).eval()
-    return (NetBranch(net.extract1, net.sa1), row.config.sat_size, NetBranch(net.extract2, net.sa2),
-            row.config.net_grd_size, net)
-
-
-def has_fast_bf16() -> bool:
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return net.branch("sat"), row.config.sat_size, net.branch("grd"), row.config.net_grd_size, net
 
 
 def measure_row(row: Row, batch: int, warmup: int, repeats: int) -> dict:
@@ -98,7 +83,7 @@ def measure_row(row: Row, batch: int, warmup: int, repeats: int) -> dict:
     with torch.no_grad():
         descriptor_size = {view: branches[view](images[view]).shape[1] for view in branches}
     result = {"row": row.name, "batch": batch, "peak_memory_bytes": peak_rss_bytes() - before}
-    precisions = ["float32"] + (["bfloat16"] if has_fast_bf16() else [])
+    precisions = ["float32"] + (["bfloat16"] if cpu_has_fast_bf16() else [])
     for precision in precisions:
         for view, branch in branches.items():
             def run(branch: nn.Module = branch, view: str = view, bf16: bool = precision == "bfloat16") -> None:
@@ -273,7 +258,7 @@ def main() -> None:
         rows = [by_name[name] for name in args.rows] if args.rows else ROWS
         batches = args.batches
         measured = card(rows, batches, dict(zip(batches, args.repeats, strict=True)))
-        result.update({"bf16_measured": has_fast_bf16(), "load_average_end": load_average(), "rows": measured})
+        result.update({"bf16_measured": cpu_has_fast_bf16(), "load_average_end": load_average(), "rows": measured})
     print(markdown(measured, batches, recall))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cost import ROWS, has_fast_bf16  # noqa: E402
+from benchmarks.bench_cost import ROWS  # noqa: E402
 from benchmarks.machine import print_machine  # noqa: E402
+from engine.build import cpu_has_fast_bf16  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6000)
     args = parser.parse_args()
     machine = print_machine()
-    size = 64 if has_fast_bf16() else 32
+    size = 64 if cpu_has_fast_bf16() else 32
     sizes = ["--sat_size_h", str(size), "--sat_size_w", str(size), "--grd_size_h", str(size // 2),
              "--grd_size_w", str(size * 2)]
     world = args.world / f"world_{size}_{args.pairs}"

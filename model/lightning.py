@@ -247,7 +247,7 @@ class CrossViewModule(pl.LightningModule):
             kept["sat"] = self._embed_alike(self.net.embed_sat, batch["sat"], dataloader_idx)
         if "grd" in batch:
             kept["grd"] = self._embed_alike(self.net.embed_grd, batch["grd"], dataloader_idx)
-        matching = self.matching.get("test" if self.trainer.testing else "val", OwnPair())
+        matching = self.matching["test" if self.trainer.testing else "val"]
         kept.update({key: batch[key] for key in matching.label_keys if key in batch})
         self._eval_batches.setdefault(dataloader_idx, []).append(kept)
 
@@ -296,7 +296,7 @@ class CrossViewModule(pl.LightningModule):
         self._eval_batches = {}
         shard = Shard.of_process_group() if self.trainer.world_size > 1 else None  # 1/world of the products each
         queries, references = loaders[0], loaders[-1]
-        evaluation = evaluate(queries, references, self.matching.get(stage, OwnPair()), shard)
+        evaluation = evaluate(queries, references, self.matching[stage], shard)
         self.evaluations[stage] = evaluation
         results = evaluation.figures
         for key, value in _flat_figures(results).items():

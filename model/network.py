@@ -16,6 +16,18 @@ def feature_positions(size_hw: tuple[int, int], backbone: str = DEFAULT_BACKBONE
     return height * width
 
 
+class Branch(nn.Module):
+    """One view's half of the network as a module of its own, holding only that half's weights: images in,
+    descriptors out, as `CrossViewNet.embed_sat` / `embed_grd` compute them."""
+
+    def __init__(self, backbone: nn.Module, head: SpatialAwareHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images).flatten(2))
+
+
 class CrossViewNet(nn.Module):
     """Aerial branch (`extract1`, `sa1`) and ground branch (`extract2`, `sa2`), named as in the published weights.
 
@@ -49,6 +61,12 @@ class CrossViewNet(nn.Module):
     @property
     def descriptor_size(self) -> int:
         return self.extract1.out_channels * self.sa1.num_maps
+
+    def branch(self, view: str) -> Branch:
+        """The aerial ("sat") or ground ("grd") branch alone, sharing this network's modules and its mode (training
+        or evaluation: an exporter traces the mode of the module it is given)."""
+        branch = Branch(self.extract1, self.sa1) if view == "sat" else Branch(self.extract2, self.sa2)
+        return branch.train(self.training)
 
     def embed_sat(self, sat: torch.Tensor) -> torch.Tensor:
         """Aerial images in [-1, 1], (B, 3, H, W) -> L2-normalised descriptors (B, D)."""

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from model.network import CrossViewNet
 from utils.checkpoint import ModelConfig
@@ -25,18 +24,6 @@ NORMALISATION = "RGB, channels first, float32: pixel / 127.5 - 1, so [0, 255] be
 
 class OnnxUnavailable(RuntimeError):
     """The onnx package, needed to write the graphs' metadata, is not installed."""
-
-
-class _Branch(nn.Module):
-    """One branch of the network as a module of its own: images in, descriptors out. The network is a submodule,
-    so that its weights are the graph's weights; the other branch's are not used and not exported."""
-
-    def __init__(self, net: CrossViewNet, view: str) -> None:
-        super().__init__()
-        self.net, self.view = net, view
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.embed_sat(images) if self.view == "sat" else self.net.embed_grd(images)
 
 
 def branch_metadata(config: ModelConfig, view: str, descriptor_size: int, source: str) -> dict[str, str]:
@@ -69,9 +56,10 @@ def export_onnx(net: CrossViewNet, config: ModelConfig, out_dir: str | os.PathLi
         raise OnnxUnavailable("the ONNX export needs the onnx package: pip install onnx onnxruntime") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    net.eval()  # batch norms with their running statistics, as in evaluation
     written = {}
     for view in ("sat", "grd"):
-        branch = _Branch(net, view).eval()  # batch norms with their running statistics, as in evaluation
+        branch = net.branch(view)
         example = torch.zeros(2, 3, *(config.sat_size if view == "sat" else config.net_grd_size))
         metadata = branch_metadata(config, view, net.descriptor_size, source)
         path = out_dir / BRANCH_FILES[view]

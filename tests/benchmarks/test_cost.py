@@ -2,7 +2,6 @@
 
 from torch import nn
 
-from benchmarks.bench_cost import NetBranch
 from benchmarks.cost import gallery_bytes, multiply_adds, parameters
 from model.network import CrossViewNet
 from utils.checkpoint import ModelConfig
@@ -27,8 +26,8 @@ def resnet34_branch_macs_by_hand(height: int, width: int, maps: int) -> int:
 
 def test_multiply_adds_of_the_papers_branch_equal_a_count_by_hand():
     net = CrossViewNet.from_config(ModelConfig((64, 96), (32, 128), sa_num=4)).eval()
-    assert multiply_adds(NetBranch(net.extract1, net.sa1), (64, 96)) == resnet34_branch_macs_by_hand(64, 96, 4)
-    assert multiply_adds(NetBranch(net.extract2, net.sa2), (32, 128)) == resnet34_branch_macs_by_hand(32, 128, 4)
+    assert multiply_adds(net.branch("sat"), (64, 96)) == resnet34_branch_macs_by_hand(64, 96, 4)
+    assert multiply_adds(net.branch("grd"), (32, 128)) == resnet34_branch_macs_by_hand(32, 128, 4)
 
 
 def test_a_shared_branch_counts_once_and_galleries_are_descriptors_times_references():
