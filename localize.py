@@ -1,57 +1,84 @@
-"""Localize ground panoramas against a gallery of aerial images: `python localize.py --checkpoint CKPT
---aerial_dir DIR --index gallery.npz pano1.jpg pano2.jpg`.
+"""Localize ground panoramas against aerial imagery: an orthophoto, a folder of aerial images or a CVACT index.
 
-The gallery is a folder of aerial images (ids are the file names without extension) or a CVACT-style
-ACT_data.mat (`--mat`), whose panoIds name the images in the `sat/` folder beside it and whose UTM
-positions are printed with each match. Its descriptors are computed once and kept in the `--index`
-.npz with the model configuration and the checkpoint's path, size and modification time; a later call
-with the same index skips the gallery pass, and refuses an index built by another checkpoint or
-configuration, or from other images. Each panorama's top-k aerial images are printed with their
-similarity, id and position, and `--figure PNG` draws them beside the panoramas. `--onnx DIR` embeds with
-onnxruntime and the graphs `export.py --format onnx` wrote there instead of PyTorch and a checkpoint.
+    python localize.py --checkpoint CKPT --orthophoto city.tif --index city_index --out answers pano.jpg
+
+The gallery is one of: `--orthophoto` (a GeoTIFF in any projection, cut into north-up tiles of `--tile_m`
+metres every `--stride_m`; `utils/orthophoto.py`), `--aerial_dir` (a folder of aerial images; positions from
+VIGOR's names or from `--positions CSV`), or `--mat` (a CVACT-style ACT_data.mat whose panoIds name the
+images in `sat/` beside it, with UTM positions). Its descriptors are kept in the `--index` folder
+(`engine/gallery_index.py`) with the embedder and the gallery they came from: a later call reuses it, a
+killed build continues, and an index of another checkpoint, configuration or gallery is refused. Search is
+exact, or compressed (`--index_type ivfpq`) with the shortlist re-ranked exactly; `auto` picks by size.
+
+Each panorama gets an estimated position (`--estimate top1|vote`, `utils/place_estimate.py`), a confidence
+(the margin over the best tile of another place), and its top-k tiles with their positions and similarities;
+`--out DIR` writes them as answers.json, answers.csv and matches.csv, and map.html (the footprints, the
+estimate and, with `--truth CSV`, the true position), plus the accuracy against the share answered when the
+truth is known. `--figure PNG` draws each panorama beside its matches. `--onnx DIR` embeds with onnxruntime
+and the graphs `export.py --format onnx` wrote there instead of PyTorch and a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
 import sys
-import time
-import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
 
-from dataset.cvact import read_act_data
-from dataset.errors import DatasetError, check_files_exist, name_paths
+from dataset.errors import DatasetError, name_paths
 from engine.config import MODEL_FLAGS, config_of, fill_from_checkpoint, load_checkpoint_weights
 from engine.devices import parse_devices
 from engine.exit import run_main
+from engine.gallery import (
+    MAT_SPLITS,
+    FileGallery,
+    Gallery,
+    OrthophotoRequest,
+    list_act_data,
+    list_aerial_dir,
+    read_positions_csv,
+)
+from engine.gallery_index import (
+    GalleryIndex,
+    build_index,
+    check_folder,
+    open_index,
+    read_manifest,
+    remove_index,
+    stale_reason,
+    temporary_folder,
+)
 from engine.options import UsageError, add_model_flags, check_field_of_view, parse_options
 from model.backbone import DEFAULT_BACKBONE
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.figures import Retrieval, retrievals_figure, save_figure
-from utils.image_cache import DecodedImages
+from utils.descriptor_index import INDEX_KINDS, GalleryIndexError, IvfPqParams, Searcher, build_ivfpq
+from utils.figures import Retrieval, finish_percent_axes, new_figure, retrievals_figure, save_figure
+from utils.files import write_json_atomically, write_text_atomically
+from utils.geo import haversine_m
 from utils.image_check import find_bad_images, read_record, record_path, write_record
 from utils.images import ImageReadError, read_rgb, to_chw_tensor, to_model_range
+from utils.map_page import Backdrop, MapLayer, MapUnavailable, write_map
 from utils.onnx_runtime import load_branches
+from utils.orthophoto import DEFAULT_FOOTPRINT, FOOTPRINTS_M, OrthophotoError, footprint_m, overview
+from utils.place_estimate import ESTIMATES, coverage_curve, estimate_position, place_margin
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-INDEX_FORMAT = 2  # 2: each image's size and modification time are kept, to notice files overwritten in place
-MAT_SPLITS = ("all", "train", "val", "test")
-KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError)
+INDEX_CONFIG_FORMAT = 2  # what the descriptors depend on; 2: each image's size and modification time
+CANDIDATES = 20  # tiles behind each estimate and confidence, whatever --top_k prints
+KNOWN_ERRORS = (UsageError, DatasetError, CheckpointError, ImageReadError, OrthophotoError, GalleryIndexError,
+                MapUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("panoramas", nargs="*", metavar="PANORAMA", help="ground panoramas to localize")
     model = parser.add_mutually_exclusive_group(required=True)
@@ -59,16 +86,39 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--onnx", metavar="DIR", help="embed with onnxruntime, with the graphs export.py --format onnx "
                                                      "wrote into DIR, instead of PyTorch")
     gallery = parser.add_mutually_exclusive_group()
+    gallery.add_argument("--orthophoto", metavar="GEOTIFF", help="an orthophoto or satellite mosaic, any projection, "
+                                                                  "cut into north-up tiles")
     gallery.add_argument("--aerial_dir", metavar="DIR", help="folder of aerial images (ids: file names)")
     gallery.add_argument("--mat", metavar="PATH", help="CVACT-style ACT_data.mat; images in sat/ beside it")
+    add("--tile_m", default=DEFAULT_FOOTPRINT, metavar="M|DATASET",
+        help="with --orthophoto: a tile's ground size in metres, or the footprint of the data the model was trained "
+             "on: " + ", ".join(f"{name} {metres:g} m" for name, metres in FOOTPRINTS_M.items()) + " (default: "
+             f"{DEFAULT_FOOTPRINT})")
+    add("--stride_m", type=float, default=None, metavar="M", help="with --orthophoto: metres between tile centres "
+                                                                  "(default: half a tile)")
+    add("--max_nodata", type=float, default=0.05, help="with --orthophoto: leave out tiles with more than this share "
+                                                       "of nodata pixels (default: 0.05)")
+    add("--positions", metavar="CSV", help="with --aerial_dir: name,latitude,longitude of each image (VIGOR's names "
+                                           "give them without it)")
     add("--mat_split", choices=MAT_SPLITS, default="all", help="with --mat: which of its panoIds form the gallery")
-    add("--index", metavar="PATH.npz", help="gallery descriptors: read when present, written when not")
+    add("--index", metavar="DIR", help="index folder: read when it fits, built (or a killed build continued) when not")
     add("--rebuild_index", action="store_true", help="recompute the gallery and overwrite --index")
-    add("--top_k", type=int, default=5, help="aerial matches printed per panorama")
+    add("--index_type", choices=("auto", *INDEX_KINDS), default="auto",
+        help="exact search, or ivfpq (compressed, shortlist re-ranked exactly); auto: exact up to 200,000 images "
+             "(default: auto)")
+    add("--top_k", type=int, default=5, help="aerial matches printed and written per panorama (default: 5)")
+    add("--estimate", choices=ESTIMATES, default="vote",
+        help="the position: the best tile's centre, or a similarity-weighted vote of the top tiles near it "
+             "(default: vote)")
+    add("--truth", metavar="CSV", help="name,latitude,longitude of the panoramas: their errors in metres, the "
+                                       "true positions on the map, and the accuracy against the share answered")
+    add("--correct_m", type=float, default=25.0, help="with --truth: an answer within this many metres is correct "
+                                                      "(default: 25)")
+    add("--out", metavar="DIR", help="write answers.json, answers.csv, matches.csv and map.html there")
     add("--figure", metavar="PNG", help="also draw each panorama beside its top matches")
     add("--gpu_ids", "--gpu", dest="gpu_ids", default="0", help='GPU id such as "0"; "-1" for the CPU')
-    add("--batch_size", type=int, default=32, help="aerial images per forward pass")
-    add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass")
+    add("--batch_size", type=int, default=32, help="aerial images per forward pass (default: 32)")
+    add("--num_workers", type=int, default=2, help="image-reading processes for the gallery pass (default: 2)")
     add("--skip_bad_images", action="store_true",
         help="index the gallery without the images that cannot be decoded whole, naming each; without it, "
              "they stop the call before the gallery pass")
@@ -78,88 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class Gallery:
-    """Aerial images to search: ids, paths, (N, 2) positions or None, and where they were listed from.
-
-    `stamps` (N, 2) holds each file's size and modification time in nanoseconds, read from the files when
-    not given.
-    """
-
-    ids: list[str]
-    paths: list[str]
-    positions: np.ndarray | None
-    source: str
-    stamps: np.ndarray | None = None
-
-    skipped: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.stamps is None:
-            self.stamps = file_stamps(self.paths)
-
-    def without(self, paths: Sequence[str]) -> Gallery:
-        """This gallery less the images at `paths`, which it remembers as skipped."""
-        dropped = set(paths)
-        kept = [number for number, path in enumerate(self.paths) if path not in dropped]
-        return Gallery([self.ids[k] for k in kept], [self.paths[k] for k in kept],
-                       None if self.positions is None else self.positions[kept], self.source, self.stamps[kept],
-                       sorted(dropped | set(self.skipped)))
-
-
-def file_stamps(paths: Sequence[str]) -> np.ndarray:
-    """(size, mtime_ns) of each file as int64, (N, 2); a file overwritten in place changes its mtime."""
-    stats = [os.stat(path) for path in paths]
-    return np.array([(stat.st_size, stat.st_mtime_ns) for stat in stats], dtype=np.int64).reshape(-1, 2)
-
-
-@dataclass
-class GalleryIndex:
-    """A gallery with its L2-normalised descriptors (N, D) and the configuration that computed them.
-
-    The images skipped as unusable when it was built (`--skip_bad_images`) are in `gallery.skipped`.
-    """
-
-    gallery: Gallery
-    descriptors: np.ndarray
-    config: dict[str, Any]
-
-
-def list_aerial_dir(folder: str) -> Gallery:
-    if not os.path.isdir(folder):
-        raise UsageError(f"--aerial_dir {folder}: not a folder; expected a folder of aerial images")
-    paths = sorted(os.path.abspath(entry.path) for entry in os.scandir(folder)
-                   if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
-    if not paths:
-        raise UsageError(f"--aerial_dir {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
-    return Gallery([Path(p).stem for p in paths], paths, None, os.path.abspath(folder))
-
-
-def list_act_data(mat_path: str, split: str) -> Gallery:
-    """The panoIds of a CVACT-style index file (all, or one split's) with their aerial images and UTM positions."""
-    # every split's read returns all panoIds and positions; "all" just ignores the split's indices
-    pano_ids, utm, indices = read_act_data(mat_path, "train" if split == "all" else split)
-    positions = np.arange(len(pano_ids)) if split == "all" else indices - 1
-    ids = [pano_ids[i] for i in positions]
-    sat_dir = os.path.join(os.path.dirname(os.path.abspath(mat_path)), "sat")
-    paths = [os.path.join(sat_dir, f"{pano_id}_satView_polish.jpg") for pano_id in ids]
-    check_files_exist(paths, f"aerial images of {mat_path} (--mat_split {split})",
-                      f"expected {sat_dir}/<panoId>_satView_polish.jpg; --mat_split picks a split whose images "
-                      "you have")
-    return Gallery(ids, paths, utm[positions], f"{os.path.abspath(mat_path)}:{split}")
-
-
 def index_config(opt: argparse.Namespace, branches: OnnxBranches | None) -> dict[str, Any]:
     """What the gallery descriptors depend on: the checkpoint and the model flags, or the ONNX graphs (`branches`);
     an index whose configuration differs is stale."""
     if branches is not None:
         graph = branches.aerial.path
         stat = os.stat(graph)
-        return {"format": INDEX_FORMAT, "onnx": os.path.abspath(graph), "onnx_mtime": stat.st_mtime,
+        return {"format": INDEX_CONFIG_FORMAT, "onnx": os.path.abspath(graph), "onnx_mtime": stat.st_mtime,
                 "onnx_size": stat.st_size, "sat_size": list(branches.sat_size), "grd_size": list(branches.grd_size)}
     stat = os.stat(opt.checkpoint)
     return {
-        "format": INDEX_FORMAT,
+        "format": INDEX_CONFIG_FORMAT,
         "checkpoint": os.path.abspath(opt.checkpoint),
         "checkpoint_mtime": stat.st_mtime,
         "checkpoint_size": stat.st_size,
@@ -167,7 +146,6 @@ def index_config(opt: argparse.Namespace, branches: OnnxBranches | None) -> dict
         "grd_size": [opt.grd_size_h, opt.grd_size_w],
         "sa_num": opt.sa_num,
         "use_fc": not opt.no_fc,
-        # named only when not the paper's, so that indices written before backbones had names stay valid
         **({} if opt.backbone == DEFAULT_BACKBONE else {"backbone": opt.backbone}),
     }
 
@@ -205,119 +183,74 @@ class OnnxBranches:
 Branches = TorchBranches | OnnxBranches
 
 
-def embed_gallery(branches: Branches, gallery: Gallery, batch_size: int, num_workers: int) -> np.ndarray:
-    """Descriptors of every aerial image, (N, D) float32, in gallery order."""
-    loader = DataLoader(DecodedImages(gallery.paths, branches.sat_size), batch_size=batch_size,
-                        num_workers=num_workers)
-    parts = []
-    for done, images in enumerate(loader, start=1):
-        parts.append(branches.embed_sat(images))
-        print(f"\rgallery pass: {min(done * batch_size, len(gallery.paths))}/{len(gallery.paths)} aerial images",
-              end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return np.concatenate(parts)
-
-
-def save_index(path: Path, index: GalleryIndex) -> None:
-    """Write beside `path`, then rename over it, so an interrupted pass never leaves half an index."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gallery = index.gallery
-    arrays = {
-        "descriptors": index.descriptors,
-        "ids": np.asarray(gallery.ids, dtype=str),
-        "paths": np.asarray(gallery.paths, dtype=str),
-        "config": np.asarray(json.dumps({**index.config, "source": gallery.source})),
-        "stamps": gallery.stamps,
-        "skipped": np.asarray(gallery.skipped, dtype=str),
-    }
-    if gallery.positions is not None:
-        arrays["positions"] = gallery.positions
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_index(path: Path) -> GalleryIndex:
-    """An index written by `save_index`; anything else is a one-line error."""
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            config = json.loads(str(arrays["config"]))
-            positions = arrays["positions"] if "positions" in arrays else None
-            stamps = arrays["stamps"] if "stamps" in arrays else np.zeros((0, 2), dtype=np.int64)  # format 1
-            skipped = [str(p) for p in arrays["skipped"]] if "skipped" in arrays else []
-            gallery = Gallery([str(i) for i in arrays["ids"]], [str(p) for p in arrays["paths"]], positions,
-                              config.pop("source"), stamps, skipped)
-            return GalleryIndex(gallery, arrays["descriptors"].astype(np.float32), config)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        what = "an empty file (0 bytes)" if path.stat().st_size == 0 else \
-            f"not an index written by localize.py ({type(exc).__name__}: {exc})"
-        raise UsageError(f"--index {path}: {what}; pass --rebuild_index to overwrite it") from None
-
-
-def stale_reason(index: GalleryIndex, config: dict[str, Any], gallery: Gallery | None) -> str | None:
-    """Why an index cannot serve this call (other checkpoint or graphs, configuration or images), or None."""
-    if ("onnx" in index.config) != ("onnx" in config):
-        return f"it was built with {_embedder(index.config)}, this call uses {_embedder(config)}"
-    for key, wanted in config.items():
-        found = index.config.get(key)
-        if found != wanted:
-            if key == "checkpoint_mtime":
-                found, wanted = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in (found, wanted))
-                return f"the checkpoint was modified at {wanted}; the index holds its version of {found}"
-            return f"it was built with {key} {found}, this call uses {wanted}"
-    if gallery is not None:
-        if gallery.source != index.gallery.source:
-            return f"it indexes {index.gallery.source}, this call asks for {gallery.source}"
-        if gallery.paths != index.gallery.paths:
-            return f"the images in {gallery.source} changed since it was built"
-        if not np.array_equal(gallery.stamps, index.gallery.stamps):
-            changed = np.flatnonzero((gallery.stamps != index.gallery.stamps).any(axis=1))
-            return (f"{len(changed)} of the images in {gallery.source} were rewritten since it was built "
-                    f"({gallery.paths[changed[0]]} first)")
-    return None
-
-
-def _embedder(config: dict[str, Any]) -> str:
-    return f"the ONNX graph {config['onnx']}" if "onnx" in config else f"the checkpoint {config.get('checkpoint')}"
-
-
-def listed_gallery(opt: argparse.Namespace) -> Gallery | None:
-    """The images --aerial_dir or --mat name, or None when neither is given."""
+def listed_gallery(opt: argparse.Namespace) -> FileGallery | OrthophotoRequest | None:
+    """The gallery --orthophoto, --aerial_dir or --mat names, or None when none is given."""
+    if opt.positions is not None and opt.aerial_dir is None:
+        raise UsageError("--positions: goes with --aerial_dir (an orthophoto and ACT_data.mat give their own)")
+    if opt.orthophoto is not None:
+        if not os.path.isfile(opt.orthophoto):
+            raise UsageError(f"--orthophoto {opt.orthophoto}: no such file; expected a GeoTIFF")
+        tile_m = footprint_m(opt.tile_m)
+        stride_m = tile_m / 2 if opt.stride_m is None else opt.stride_m
+        if not 0 <= opt.max_nodata < 1:
+            raise UsageError(f"--max_nodata {opt.max_nodata}: expected a share from 0 to below 1")
+        return OrthophotoRequest(opt.orthophoto, tile_m, stride_m, opt.max_nodata)
     if opt.aerial_dir is not None:
-        return list_aerial_dir(opt.aerial_dir)
+        return list_aerial_dir(opt.aerial_dir, opt.positions)
     if opt.mat is not None:
         return list_act_data(opt.mat, opt.mat_split)
     return None
 
 
-def reusable_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gallery | None) -> GalleryIndex | None:
-    """The index in --index when it exists and fits this call; None when one has to be built."""
-    path = Path(opt.index) if opt.index else None
-    if path is not None and path.is_file() and not opt.rebuild_index:
-        index = load_index(path)
-        if gallery is not None and index.gallery.skipped:
-            gallery = gallery.without(index.gallery.skipped)
-        reason = stale_reason(index, config, gallery)
+def reusable_index(opt: argparse.Namespace, config: dict[str, Any], listed) -> GalleryIndex | None:
+    """The index in --index when it is finished and fits this call; None when one has to be built."""
+    folder = Path(opt.index) if opt.index else None
+    if folder is not None:
+        check_folder(folder)
+    manifest = None if folder is None or opt.rebuild_index else read_manifest(folder)
+    if manifest is not None:
+        reason = stale_reason(manifest, config, None if listed is None else listed.describe())
         if reason is not None:
-            raise UsageError(f"--index {path} is stale: {reason}; pass --rebuild_index to rebuild it")
-        print(f"using the index {path}: {len(index.gallery.ids)} aerial images of {index.gallery.source}, "
-              "gallery pass skipped")
+            raise UsageError(f"--index {folder} is stale: {reason}; pass --rebuild_index to rebuild it")
+        index = with_search_kind(folder, manifest, opt.index_type)
+        print(f"using the index {folder}: {len(index.gallery):,} aerial images of {index.gallery.source} "
+              f"({index.kind} search), gallery pass skipped")
         if index.gallery.skipped:
             print(f"  without the {len(index.gallery.skipped)} unusable images skipped when it was built; "
                   "--rebuild_index takes in those since mended")
         return index
-    if gallery is None:
-        if path is None:
+    if listed is None:
+        if folder is None:
             reason = "no --index given"
         elif opt.rebuild_index:
-            reason = f"--rebuild_index needs the images to index {path} from"
+            reason = f"--rebuild_index needs the images to index {folder} from"
         else:
-            reason = f"--index {path} does not exist"
-        raise UsageError(f"{reason}; pass --aerial_dir DIR or --mat ACT_data.mat to build the gallery")
+            reason = f"--index {folder} holds no finished index"
+        raise UsageError(f"{reason}; pass --orthophoto GEOTIFF, --aerial_dir DIR or --mat ACT_data.mat to build one")
     return None
 
 
-def usable_gallery(gallery: Gallery, skip_bad_images: bool, workers: int) -> Gallery:
+def with_search_kind(folder: Path, manifest: dict[str, Any], asked: str) -> GalleryIndex:
+    """The stored index, searched as `asked` ("auto": as it was built); a compressed index asked of one built
+    exact is built from the stored descriptors, without another gallery pass."""
+    index = open_index(folder, manifest)
+    if asked in ("auto", index.kind):
+        return index
+    params = None
+    if asked == "ivfpq":
+        params = IvfPqParams.for_size(len(index.searcher), index.searcher.descriptors.shape[1])
+        if manifest["search"].get("kind") != "ivfpq":
+            print(f"building the ivfpq search of {folder} from its stored descriptors")
+            build_ivfpq(folder, params)
+            manifest = {**manifest, "search": {"kind": "ivfpq", **params.__dict__}}
+            write_json_atomically(folder / "index.json", manifest)
+        else:
+            params = IvfPqParams(**{k: v for k, v in manifest["search"].items() if k != "kind"})
+    index.searcher = Searcher(folder, asked, params)
+    return index
+
+
+def usable_gallery(gallery: FileGallery, skip_bad_images: bool, workers: int) -> FileGallery:
     """The gallery once every image is found decodable and whole; unusable ones stop the call, all named, or
     with `skip_bad_images` are left out and named on the console. Images found good before are not decoded."""
     record = record_path(gallery.paths)
@@ -336,59 +269,162 @@ def usable_gallery(gallery: Gallery, skip_bad_images: bool, workers: int) -> Gal
     return gallery.without([path for path, _ in bad])
 
 
-def build_index(opt: argparse.Namespace, config: dict[str, Any], gallery: Gallery, branches: Branches) -> GalleryIndex:
-    """One pass over the gallery, saved to --index when given."""
-    index = GalleryIndex(gallery, embed_gallery(branches, gallery, opt.batch_size, opt.num_workers), config)
-    if opt.index:
-        save_index(Path(opt.index), index)
-        print(f"indexed {len(gallery.ids)} aerial images of {gallery.source} into {opt.index}")
-    else:
-        print(f"indexed {len(gallery.ids)} aerial images of {gallery.source} (pass --index PATH.npz to keep them)")
-    return index
-
-
 @dataclass
 class Match:
     rank: int
     similarity: float
+    row: int
     id: str
-    path: str
     position: np.ndarray | None
 
 
-def localize(branches: Branches, index: GalleryIndex, panorama: np.ndarray, top_k: int) -> list[Match]:
-    """The `top_k` aerial images most similar to a panorama (uint8 H x W x 3 at the model's size), best first."""
-    query = branches.embed_grd(to_chw_tensor(panorama)[None])[0]
-    similarities = index.descriptors @ query
-    order = np.argsort(-similarities, kind="stable")[:top_k]
-    gallery = index.gallery
-    return [Match(rank, float(similarities[i]), gallery.ids[i], gallery.paths[i],
-                  None if gallery.positions is None else gallery.positions[i])
-            for rank, i in enumerate(order, start=1)]
+@dataclass
+class Answer:
+    """One panorama's answer: the estimated position (or None), the confidence, the top-k matches, and the true
+    position and error in metres when known."""
+
+    panorama: str
+    estimate: np.ndarray | None
+    confidence: float
+    matches: list[Match]
+    truth: np.ndarray | None = None
+    error_m: float | None = None
 
 
-def print_matches(panorama_path: str, matches: Sequence[Match], gallery_size: int) -> None:
-    print(f"\n{panorama_path}: top {len(matches)} of {gallery_size} aerial images")
+def answer(path: str, scores: np.ndarray, rows: np.ndarray, gallery: Gallery, top_k: int, method: str,
+           scale_m: float) -> Answer:
+    """The answer from a panorama's candidates (best first). `scale_m` is the gallery's spacing of places: votes
+    count tiles within half of it, and another place lies farther than it."""
+    positions = None if gallery.positions is None else np.asarray(gallery.positions[rows], np.float64)
+    latlon = positions is not None and gallery.position_kind == "latlon"
+    matches = [Match(rank, float(scores[rank - 1]), int(row), gallery.id(int(row)),
+                     None if positions is None else positions[rank - 1])
+               for rank, row in enumerate(rows[:top_k], start=1)]
+    if latlon:
+        estimate = estimate_position(positions, scores, method, scale_m / 2)
+        confidence = place_margin(positions, scores, scale_m)
+    else:  # no positions, or CVACT's UTM: the best image's own, and the margin over the second
+        estimate = None if positions is None else positions[0]
+        confidence = place_margin(None, scores, scale_m)
+    return Answer(path, estimate, confidence, matches)
+
+
+def place_scale_m(gallery: Gallery) -> float:
+    """Metres between distinct places: a tile's size for an orthophoto, CVACT's 25 m otherwise."""
+    grid = getattr(gallery, "grid", None)
+    return grid.tile_m if grid is not None else 25.0
+
+
+def read_truth(path: str, panoramas: Sequence[str]) -> dict[str, np.ndarray]:
+    """The true (lat, lon) of those panoramas the CSV names (by file name without extension)."""
+    found = read_positions_csv(path, "--truth")
+    return {p: np.array(found[Path(p).stem]) for p in panoramas if Path(p).stem in found}
+
+
+def warn_if_not_panorama(path: str, width: int, height: int, fov: float, fov_given: bool) -> None:
+    """A full panorama is at least twice as wide as high (CVUSA's are cropped to about 5.5:1); a narrower image
+    without --fov is probably a photo of a limited view, which a 360-degree model will not place well."""
+    if fov == 360 and not fov_given and width < 1.9 * height:
+        print(f"warning: {path} is {width}x{height}, narrower than 2:1: probably not a full 360-degree panorama; "
+              "pass --fov DEG with a checkpoint trained for that field of view", file=sys.stderr)
+
+
+def print_answer(result: Answer, gallery_size: int, position_kind: str | None) -> None:
+    print(f"\n{result.panorama}: top {len(result.matches)} of {gallery_size:,} aerial images")
+    matches = result.matches
     with_positions = matches[0].position is not None
+    names = ("latitude", "longitude") if position_kind == "latlon" else ("easting", "northing")
     id_width = max(len("id"), *(len(m.id) for m in matches))
     header = f"  {'rank':>4}  {'similarity':>10}  {'id':<{id_width}}"
-    print(header + (f"  {'easting':>12}  {'northing':>12}" if with_positions else "") + "  aerial image")
+    print(header + (f"  {names[0]:>12}  {names[1]:>12}" if with_positions else ""))
     for m in matches:
         line = f"  {m.rank:>4}  {m.similarity:>10.4f}  {m.id:<{id_width}}"
         if with_positions:
-            line += f"  {m.position[0]:>12.2f}  {m.position[1]:>12.2f}"
-        print(f"{line}  {m.path}")
+            digits = 6 if position_kind == "latlon" else 2
+            line += f"  {m.position[0]:>12.{digits}f}  {m.position[1]:>12.{digits}f}"
+        print(line)
+    if result.estimate is not None and position_kind == "latlon":
+        line = f"  estimate: {result.estimate[0]:.6f}, {result.estimate[1]:.6f}"
+    else:
+        line = "  estimate: none (the gallery has no latitude and longitude)"
+    line += f"; confidence {result.confidence:.4f}"
+    if result.error_m is not None:
+        line += f"; {result.error_m:.1f} m from the true position"
+    print(line)
 
 
-def matches_figure(panoramas: Sequence[tuple[str, np.ndarray]], results: Sequence[list[Match]],
+def write_answers(folder: Path, answers: Sequence[Answer], position_kind: str | None) -> list[Path]:
+    """answers.json (everything), answers.csv (one line a panorama) and matches.csv (one line a match)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("latitude", "longitude") if position_kind == "latlon" else ("easting", "northing")
+
+    def pair(value: np.ndarray | None) -> dict[str, float | None]:
+        return dict(zip(names, (None, None) if value is None else (float(value[0]), float(value[1])), strict=True))
+
+    records = [{"panorama": a.panorama, "estimate": pair(a.estimate), "confidence": a.confidence,
+                **({} if a.truth is None else {"truth": pair(a.truth), "error_m": a.error_m}),
+                "matches": [{"rank": m.rank, "id": m.id, "similarity": m.similarity, **pair(m.position)}
+                            for m in a.matches]} for a in answers]
+    write_json_atomically(folder / "answers.json", {"position": list(names), "answers": records})
+    write_text_atomically(folder / "answers.csv", _csv(
+        ["panorama", *names, "confidence", "top1_id", "top1_similarity", "error_m"],
+        [[a.panorama, *pair(a.estimate).values(), a.confidence, a.matches[0].id, a.matches[0].similarity,
+          a.error_m] for a in answers]))
+    write_text_atomically(folder / "matches.csv", _csv(
+        ["panorama", "rank", "id", "similarity", *names],
+        [[a.panorama, m.rank, m.id, m.similarity, *pair(m.position).values()] for a in answers for m in a.matches]))
+    return [folder / name for name in ("answers.json", "answers.csv", "matches.csv")]
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return text.getvalue()
+
+
+def map_layers(answers: Sequence[Answer], gallery: Gallery) -> list[MapLayer]:
+    """The map's layers: each panorama's top-k footprints (a tile's own, or a point for a file), estimate, truth."""
+    layers = []
+    for a in answers:
+        rows = [m.row for m in a.matches]
+        footprints = gallery.footprints(rows)
+        if footprints is None:
+            footprints = np.repeat(np.stack([m.position for m in a.matches])[:, None, :], 4, axis=1)
+        layers.append(MapLayer(Path(a.panorama).name, a.estimate, a.confidence, footprints,
+                               [m.id for m in a.matches], [m.similarity for m in a.matches], a.truth, a.error_m))
+    return layers
+
+
+def coverage_figure(answers: Sequence[Answer], correct_m: float) -> Figure:
+    """Accuracy (within `correct_m` metres) among the panoramas answered, against the share answered, when only
+    those at or above a confidence threshold are answered."""
+    known = [a for a in answers if a.error_m is not None]
+    share, accuracy, _ = coverage_curve(np.array([a.confidence for a in known]),
+                                        np.array([a.error_m <= correct_m for a in known]))
+    figure = new_figure(5.5, 4)
+    axes = figure.add_subplot()
+    axes.plot(np.concatenate([[0], share]) * 100, np.concatenate([[accuracy[0]], accuracy]) * 100,
+              drawstyle="steps-post", color="#2b83ba", label="answering those at or above a confidence")
+    axes.set_xlim(0, 100)
+    finish_percent_axes(axes, "panoramas answered (%), the most confident first",
+                        f"answered correctly, within {correct_m:g} m (%)",
+                        f"accuracy against the share answered ({len(known)} panoramas)", legend="lower left")
+    return figure
+
+
+def matches_figure(panoramas: Sequence[tuple[str, np.ndarray]], answers: Sequence[Answer], gallery: Gallery,
                    sat_size: tuple[int, int]) -> Figure:
     """Each panorama beside its top matches (no true match is known, so every frame is grey)."""
     retrievals = [
         Retrieval(query=image, query_title=Path(path).name,
-                  images=[read_rgb(m.path, sat_size) for m in matches],
-                  titles=[f"rank {m.rank}  s={m.similarity:.3f}\n{m.id}" for m in matches],
-                  is_match=[False] * len(matches))
-        for (path, image), matches in zip(panoramas, results, strict=True)
+                  images=gallery.images([m.row for m in a.matches], sat_size),
+                  titles=[f"rank {m.rank}  s={m.similarity:.3f}\n{m.id}" for m in a.matches],
+                  is_match=[False] * len(a.matches))
+        for (path, image), a in zip(panoramas, answers, strict=True)
     ]
     return retrievals_figure(retrievals, "ground panoramas and their most similar aerial images (s: cosine similarity)")
 
@@ -412,30 +448,86 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ckpt = read_checkpoint(opt.checkpoint)
         opt, stated = fill_from_checkpoint(opt, given, ckpt, opt.checkpoint)
+    truth = read_truth(opt.truth, opt.panoramas) if opt.truth else {}
     config = index_config(opt, branches)
-    gallery = listed_gallery(opt)
-    index = reusable_index(opt, config, gallery)  # user mistakes surface here, before the network is built
+    listed = listed_gallery(opt)
+    index = reusable_index(opt, config, listed)  # user mistakes surface here, before the network is built
+    gallery = None
     if index is None:
-        gallery = usable_gallery(gallery, opt.skip_bad_images, max(1, opt.num_workers))
+        request = listed.describe()
+        gallery = listed
+        if isinstance(listed, FileGallery):
+            gallery = usable_gallery(listed, opt.skip_bad_images, max(1, opt.num_workers))
     if branches is None:
         net = CrossViewNet.from_config(config_of(opt))
         load_checkpoint_weights(net, ckpt, opt.checkpoint, opt, given, stated)
         del ckpt
         branches = TorchBranches(net, device)
     if index is None:
-        index = build_index(opt, config, gallery, branches)
+        folder = Path(opt.index) if opt.index else temporary_folder()
+        if opt.rebuild_index:
+            remove_index(folder)
+        index = build_index(folder, gallery, request, config, branches.embed_sat, branches.sat_size, opt.batch_size,
+                            opt.num_workers, opt.index_type)
+        kept = f"into {opt.index}" if opt.index else "(pass --index DIR to keep it)"
+        print(f"indexed {len(index.gallery):,} aerial images of {index.gallery.source} {kept}; {index.kind} search")
     if not opt.panoramas:
         print("no panoramas given: the gallery is ready")
         return 0
-    panoramas = [(path, read_rgb(path, branches.grd_size)) for path in opt.panoramas]
-    top_k = min(opt.top_k, len(index.gallery.ids))
-    results = [localize(branches, index, image, top_k) for _, image in panoramas]
-    for (path, _), matches in zip(panoramas, results, strict=True):
-        print_matches(path, matches, len(index.gallery.ids))
+    answers, panoramas = localize_all(opt, given, branches, index, truth)
+    gallery = index.gallery
+    for result in answers:
+        print_answer(result, len(gallery), gallery.position_kind)
+    if truth:
+        errors = [a.error_m for a in answers if a.error_m is not None]
+        print(f"\n{len(errors)} panoramas with a true position: median error {np.median(errors):.1f} m, "
+              f"{np.mean(np.array(errors) <= opt.correct_m) * 100:.1f} % within {opt.correct_m:g} m")
+    if opt.out:
+        write_outputs(Path(opt.out), answers, index, opt.correct_m)
     if opt.figure:
-        figure_path = save_figure(matches_figure(panoramas, results, branches.sat_size), opt.figure)
-        print(f"\nfigure: {figure_path}")
+        figure_path = save_figure(matches_figure(panoramas, answers, gallery, branches.sat_size), opt.figure)
+        print(f"figure: {figure_path}")
     return 0
+
+
+def localize_all(opt: argparse.Namespace, given: set[str], branches: Branches, index: GalleryIndex,
+                 truth: dict[str, np.ndarray]) -> tuple[list[Answer], list[tuple[str, np.ndarray]]]:
+    """Each panorama's answer, embedded and searched in batches; and the panoramas as read."""
+    panoramas = []
+    for path in opt.panoramas:
+        image = read_rgb(path)
+        warn_if_not_panorama(path, image.shape[1], image.shape[0], opt.fov, "fov" in given)
+        panoramas.append((path, read_rgb(path, branches.grd_size)))
+    gallery = index.gallery
+    candidates = min(max(opt.top_k, CANDIDATES), len(gallery))
+    answers = []
+    for start in range(0, len(panoramas), opt.batch_size):
+        batch = panoramas[start: start + opt.batch_size]
+        queries = branches.embed_grd(torch.stack([to_chw_tensor(image) for _, image in batch]))
+        scores, rows = index.searcher.search(queries, candidates)
+        for (path, _), score, row in zip(batch, scores, rows, strict=True):
+            result = answer(path, score, row, gallery, min(opt.top_k, len(gallery)), opt.estimate,
+                            place_scale_m(gallery))
+            if path in truth and result.estimate is not None and gallery.position_kind == "latlon":
+                result.truth = truth[path]
+                result.error_m = float(haversine_m(result.estimate[None], truth[path][None])[0])
+            answers.append(result)
+    return answers, panoramas
+
+
+def write_outputs(folder: Path, answers: Sequence[Answer], index: GalleryIndex, correct_m: float) -> None:
+    """The answers' files, the map where positions are latitude and longitude, the coverage curve with a truth."""
+    written = write_answers(folder, answers, index.gallery.position_kind)
+    gallery = index.gallery
+    if gallery.position_kind == "latlon":
+        backdrop = Backdrop(*overview(gallery.grid.path)) if hasattr(gallery, "grid") else None
+        written.append(write_map(folder / "map.html", map_layers(answers, gallery), backdrop,
+                                 f"localize.py: {len(answers)} panoramas against {gallery.source}"))
+    else:
+        print("no map: the gallery's positions are not latitude and longitude")
+    if any(a.error_m is not None for a in answers):
+        written.append(save_figure(coverage_figure(answers, correct_m), folder / "coverage.png"))
+    print(f"\nwritten: {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "JPEG, CVACT 1200x1200 / 1664x832, VIGOR 640x640 PNG / 2048x1024 JPEG) in place of "
                              "--sat_size and --grd_size")
     parser.add_argument("--no_cvact", action="store_true", help="write CVUSA (and VIGOR) alone")
+    parser.add_argument("--no_orthophoto", action="store_true",
+                        help="leave out orthophoto/map.tif (the map as a GeoTIFF) and orthophoto/panoramas.csv")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also save a few pairs as a PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     summary = generate(args.out, args.num_train, args.num_val, args.seed, tuple(args.sat_size), tuple(args.grd_size),
                        progress=not args.quiet, vigor_per_city=args.vigor_per_city,
-                       real_sizes=args.real_sizes, cvact=not args.no_cvact)
+                       real_sizes=args.real_sizes, cvact=not args.no_cvact,
+                       orthophoto=not args.no_orthophoto)
     if args.plot is not None:
         summary["plot"] = str(plot_pairs(args.out, args.plot))
     print(json.dumps(summary, indent=1))

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from dataset.synthetic.cvact import cvact_pano_ids, make_cvact_folders, write_act_data, write_cvact_pair
 from dataset.synthetic.cvusa import cvusa_ids, make_cvusa_folders, write_cvusa_pair, write_cvusa_splits
 from dataset.synthetic.landscape import paint_world
+from dataset.synthetic.orthophoto import write_orthophoto, write_panorama_positions
 from dataset.synthetic.render import encode, render_aerial, render_panorama
 from dataset.synthetic.vigor import generate_vigor
 from dataset.synthetic.world import CELL_M, LOCATION_AREA_M2, SAT_FOOTPRINT_M, World, regions_in_a_row, sample_locations
@@ -38,6 +39,7 @@ def generate(
     vigor_per_city: int | None = None,
     real_sizes: bool = False,
     cvact: bool = True,
+    orthophoto: bool = True,
 ) -> dict[str, Any]:
     """Write `num_train` + `num_val` pairs to out_dir/CVUSA and out_dir/CVACT, and four cities to out_dir/VIGOR.
 
@@ -51,6 +53,10 @@ def generate(
     CVUSA in the download's layout) in place of `sat_size` and `grd_size`, for the loaders to resize as they
     resize real data; each dataset's images are then rendered at its own size. `cvact=False` leaves CVACT out
     (at real sizes its panoramas take four times as long to render as CVUSA's pairs).
+
+    `orthophoto` also writes the CVUSA/CVACT map whole as out_dir/orthophoto/map.tif, a GeoTIFF in UTM zone 10 N
+    at the aerial images' ground resolution, and out_dir/orthophoto/panoramas.csv, each CVUSA panorama's true
+    latitude and longitude (`orthophoto.py`).
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f"num_train and num_val must be at least 1, got {num_train} and {num_val}")
@@ -100,6 +106,14 @@ def generate(
         "sat_metres_per_pixel": SAT_FOOTPRINT_M / sizes["CVUSA"][0][1],
         "world_size_m": (world.kind.shape[0] * CELL_M, world.kind.shape[1] * CELL_M),
     }
+    if orthophoto:
+        folder = out_dir / "orthophoto"
+        metres_per_pixel = SAT_FOOTPRINT_M / sizes["CVUSA"][0][1]
+        summary["orthophoto"] = write_orthophoto(world, folder / "map.tif", metres_per_pixel,
+                                                 np.random.default_rng([seed, 2]))
+        suffix = ".jpg" if real_sizes else ".png"
+        splits = ["train"] * num_train + ["val"] * num_val
+        write_panorama_positions(folder / "panoramas.csv", [f"{i}{suffix}" for i in ids], world.utm(positions), splits)
     if vigor_per_city:
         summary["vigor"] = generate_vigor(out_dir / "VIGOR", vigor_per_city, seed, *sizes["VIGOR"], progress)
     if real_sizes:
