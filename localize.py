@@ -50,10 +50,12 @@ from engine.gallery_index import (
     GalleryIndex,
     build_index,
     check_folder,
+    file_changes,
     open_index,
     read_manifest,
     remove_index,
     stale_reason,
+    stored_files,
     temporary_folder,
 )
 from engine.options import UsageError, add_model_flags, check_field_of_view, parse_options
@@ -210,6 +212,9 @@ def reusable_index(opt: argparse.Namespace, config: dict[str, Any], listed) -> G
     manifest = None if folder is None or opt.rebuild_index else read_manifest(folder)
     if manifest is not None:
         reason = stale_reason(manifest, config, None if listed is None else listed.describe())
+        if reason is not None and isinstance(listed, FileGallery) and reason.startswith("the images in"):
+            stored = stored_files(folder, manifest)
+            reason = (stored is not None and file_changes(stored, listed)) or reason
         if reason is not None:
             raise UsageError(f"--index {folder} is stale: {reason}; pass --rebuild_index to rebuild it")
         index = with_search_kind(folder, manifest, opt.index_type)

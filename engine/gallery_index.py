@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.gallery import FileGallery, Gallery, OrthophotoRequest, TileGallery
+from engine.gallery import FileGallery, Gallery, OrthophotoRequest, TileGallery, file_stamps
 from engine.options import UsageError
 from utils.descriptor_index import (
     INDEX_KINDS,
@@ -98,9 +98,43 @@ def stale_reason(manifest: dict[str, Any], config: dict[str, Any], request: dict
             if stored.get(key) == wanted:
                 continue
             if key in ("files", "file", "images"):
-                return f"the images of {request['source']} changed since it was built (added, removed or rewritten)"
+                return f"the images in {request['source']} changed since it was built"
             return f"it was built with {key} {stored.get(key)}, this call uses {wanted}"
     return None
+
+
+def file_changes(stored: FileGallery, listed: FileGallery) -> str | None:
+    """How a folder's images differ from those an index holds: other names, or files rewritten in place."""
+    if listed.paths != stored.paths:
+        return f"the images in {listed.source} changed since it was built"
+    if not np.array_equal(listed.stamps, stored.stamps):
+        changed = np.flatnonzero((listed.stamps != stored.stamps).any(axis=1))
+        return (f"{len(changed)} of the images in {listed.source} were rewritten since it was built "
+                f"({listed.paths[changed[0]]} first)")
+    return None
+
+
+def stored_files(folder: Path, manifest: dict[str, Any]) -> FileGallery | None:
+    """The listing of a files index with its skipped images put back, as the folder was when it was built."""
+    if manifest["gallery"].get("type") != "files":
+        return None
+    try:
+        with np.load(folder / LISTING, allow_pickle=False) as arrays:
+            gallery = FileGallery.from_arrays(arrays, manifest["gallery"]["source"], None)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    if gallery.skipped:  # their stamps were not kept: those on disk now
+        stamps = dict(zip(gallery.paths, map(tuple, gallery.stamps), strict=True))
+        stamps.update(zip(gallery.skipped, map(tuple, _stamps_or_zero(gallery.skipped)), strict=True))
+        everything = sorted(stamps)
+        return FileGallery([Path(p).stem for p in everything], everything, None, gallery.source,
+                           np.array([stamps[p] for p in everything], np.int64).reshape(-1, 2))
+    return gallery
+
+
+def _stamps_or_zero(paths: list[str]) -> np.ndarray:
+    return np.array([tuple(file_stamps([p])[0]) if os.path.exists(p) else (0, 0) for p in paths],
+                    np.int64).reshape(-1, 2)
 
 
 def _embedder(config: dict[str, Any]) -> str:

@@ -216,9 +216,10 @@ def _is_warp(raster) -> bool:
 
 
 def _starts(length: int, tile_px: int, stride_px: float) -> np.ndarray:
-    """Top-left offsets of the tiles along one axis: `stride_px` apart, the last one ending inside."""
-    count = int(math.floor((length - tile_px) / stride_px + 1e-9)) + 1
-    return np.floor(np.arange(count) * stride_px + 1e-9).astype(np.int64)
+    """Top-left offsets of the tiles along one axis: `stride_px` apart (to the nearest pixel), the last one ending
+    inside."""
+    offsets = np.round(np.arange(int(math.floor((length - tile_px) / stride_px + 1e-9)) + 1) * stride_px)
+    return offsets[offsets <= length - tile_px].astype(np.int64)
 
 
 def _enough_data(raster, tops: np.ndarray, lefts: np.ndarray, tile_px: int, max_nodata: float) -> np.ndarray:

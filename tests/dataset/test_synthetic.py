@@ -371,3 +371,35 @@ def test_vigor_labels_count_the_pixels_of_the_tile_files(tmp_path):
     generate_vigor(tmp_path, 2, seed=2, sat_size=(96, 96), grd_size=(16, 64), progress=False)
     deltas = np.abs(VIGOR(tmp_path, "train", "same", SAT_SIZE, GRD_SIZE).delta)
     assert deltas[:, 0].max() <= 96 / 4 < deltas.max() <= 96 / 2
+
+
+def test_the_orthophoto_is_the_map_in_utm_and_the_csv_holds_each_panoramas_position(written):
+    import rasterio
+    from pyproj import Transformer
+
+    out_dir, summary = written
+    with rasterio.open(out_dir / "orthophoto" / "map.tif") as raster:
+        assert raster.crs.to_epsg() == 32610 and raster.count == 3 and raster.dtypes[0] == "uint8"
+        transform = raster.transform
+        pixels = np.moveaxis(raster.read(), 0, -1)
+    assert (transform.c, transform.f) == (500_000.0, 4_200_000.0)  # the world's north-west corner
+    assert transform.a == pytest.approx(SAT_FOOTPRINT_M / SAT_SIZE[1], rel=0.01) and transform.b == 0
+    assert summary["orthophoto"]["size"] == list(pixels.shape[:2])
+
+    lines = (out_dir / "orthophoto" / "panoramas.csv").read_text().splitlines()
+    assert lines[0] == "name,latitude,longitude,split" and len(lines) == 1 + NUM_TRAIN + NUM_VAL
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32610", always_xy=True)
+    tile_px = round(SAT_FOOTPRINT_M / transform.a)
+    correlations = []
+    for line in lines[1:]:
+        name, latitude, longitude, split = line.split(",")
+        assert split == ("train" if int(name[:7]) <= NUM_TRAIN else "val")
+        easting, northing = to_utm.transform(float(longitude), float(latitude))
+        col, row = (easting - transform.c) / transform.a, (northing - transform.f) / transform.e
+        top, left = int(round(row)) - tile_px // 2, int(round(col)) - tile_px // 2
+        tile = cv2.resize(pixels[top: top + tile_px, left: left + tile_px], SAT_SIZE[::-1],
+                          interpolation=cv2.INTER_AREA)
+        aerial = read_rgb(out_dir / "CVUSA" / "sat" / f"{name[:7]}.jpg")
+        correlations.append(np.corrcoef(tile.ravel().astype(float), aerial.ravel().astype(float))[0, 1])
+    # the crop of the orthophoto at each panorama's position is its aerial image, under another light
+    assert min(correlations) > 0.8, correlations
