@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The built-in job, no download needed: generate a synthetic world, train the paper's model on it
-# from scratch on the CPU, test the best checkpoint, print the recall table and draw the figures.
+# from scratch on the CPU, test the best checkpoint, print the recall table, draw the figures and place three
+# held-out panoramas on the world's orthophoto (a map page).
 # Training stops after $DEMO_MINUTES (default 11) whatever the machine, so the whole demo ends within
 # about 13 minutes on 2 cores. Everything goes under $DEMO_DIR (default ./demo).
 #
@@ -37,5 +38,12 @@ python test.py "${data[@]}" --gpu -1 --cache_dir "$out/cache" \
   --checkpoint "$out/runs/train_$stamp/best.ckpt" --results_dir "$out/runs" --name "test_$stamp"
 python visualize.py "${data[@]}" --gpu -1 \
   --checkpoint "$out/runs/train_$stamp/best.ckpt" --num_samples 3 --out "$out/runs/test_$stamp/attention_maps.png"
+# Three held-out panoramas placed on the world's orthophoto, with their true positions for the errors.
+python localize.py --checkpoint "$out/runs/train_$stamp/best.ckpt" --gpu -1 \
+  --orthophoto "$world/orthophoto/map.tif" --tile_m synthetic --index "$out/runs/localize_$stamp/index" \
+  --truth "$world/orthophoto/panoramas.csv" --out "$out/runs/localize_$stamp" \
+  "$world/CVUSA/grd/$(printf %07d $((pairs + 1))).png" "$world/CVUSA/grd/$(printf %07d $((pairs + 2))).png" \
+  "$world/CVUSA/grd/$(printf %07d $((pairs + 3))).png"
 echo "checkpoint: $out/runs/train_$stamp/best.ckpt"
 echo "figures: $out/runs/test_$stamp/{recall_curve,retrievals,attention_maps}.png"
+echo "map: $out/runs/localize_$stamp/map.html"

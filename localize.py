@@ -50,6 +50,7 @@ from engine.gallery_index import (
     GalleryIndex,
     build_index,
     check_folder,
+    choose_kind,
     file_changes,
     open_index,
     read_manifest,
@@ -239,6 +240,7 @@ def with_search_kind(folder: Path, manifest: dict[str, Any], asked: str) -> Gall
     """The stored index, searched as `asked` ("auto": as it was built); a compressed index asked of one built
     exact is built from the stored descriptors, without another gallery pass."""
     index = open_index(folder, manifest)
+    asked = asked if asked == "auto" else choose_kind(asked, len(index.searcher))
     if asked in ("auto", index.kind):
         return index
     params = None
@@ -350,6 +352,8 @@ def print_answer(result: Answer, gallery_size: int, position_kind: str | None) -
         print(line)
     if result.estimate is not None and position_kind == "latlon":
         line = f"  estimate: {result.estimate[0]:.6f}, {result.estimate[1]:.6f}"
+    elif result.estimate is not None:
+        line = f"  estimate: easting {result.estimate[0]:.2f}, northing {result.estimate[1]:.2f} (the best image's)"
     else:
         line = "  estimate: none (the gallery has no latitude and longitude)"
     line += f"; confidence {result.confidence:.4f}"
@@ -483,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     gallery = index.gallery
     for result in answers:
         print_answer(result, len(gallery), gallery.position_kind)
-    if truth:
-        errors = [a.error_m for a in answers if a.error_m is not None]
+    errors = [a.error_m for a in answers if a.error_m is not None]
+    if errors:
         print(f"\n{len(errors)} panoramas with a true position: median error {np.median(errors):.1f} m, "
               f"{np.mean(np.array(errors) <= opt.correct_m) * 100:.1f} % within {opt.correct_m:g} m")
     if opt.out:

@@ -28,11 +28,13 @@ from engine.gallery import FileGallery, Gallery, OrthophotoRequest, TileGallery,
 from engine.options import UsageError
 from utils.descriptor_index import (
     INDEX_KINDS,
+    IVFPQ_FROM,
     DescriptorWriter,
     GalleryIndexError,
     IvfPqParams,
     Searcher,
     build_ivfpq,
+    compressible,
     default_kind,
 )
 from utils.files import write_json_atomically
@@ -157,10 +159,15 @@ def open_index(folder: Path, manifest: dict[str, Any]) -> GalleryIndex:
 
 
 def choose_kind(asked: str, count: int) -> str:
-    """The search kind: `asked`, or for "auto" the one `default_kind` gives this gallery's size, said aloud."""
+    """The search kind: `asked`, or for "auto" the one `default_kind` gives this gallery's size, said aloud; a
+    gallery too small to compress is searched exactly."""
     if asked != "auto":
         if asked not in INDEX_KINDS:
             raise UsageError(f"--index_type {asked}: expected auto or one of {', '.join(INDEX_KINDS)}")
+        if asked == "ivfpq" and not compressible(count):
+            print(f"--index_type ivfpq: {count:,} aerial images are too few to compress (it takes "
+                  f"{IVFPQ_FROM:,}); searching them exactly")
+            return "exact"
         return asked
     kind = default_kind(count)
     print(f"--index_type auto: {kind} for {count:,} aerial images (exact up to 200,000, ivfpq above)")

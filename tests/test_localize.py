@@ -343,21 +343,45 @@ def test_a_killed_build_continues_where_it_stopped(tiny_world, tiny_trained_run,
     assert sorted(p.name for p in killed.iterdir()) == ["descriptors.npy", "gallery.npz", "index.json"]
 
 
-def test_a_compressed_search_is_built_from_the_stored_descriptors(tiny_world, tiny_trained_run, val_split,
-                                                                    tmp_path, capsys):
-    index = tmp_path / "city"
-    common = localize_args(tiny_trained_run / "best.ckpt", *orthophoto_args(tiny_world, "--index", str(index),
-                                                                          "--top_k", "5", *val_split.grd_paths))
+def test_a_compressed_search_is_built_from_the_stored_descriptors(tmp_path, capsys):
+    from engine.gallery import FileGallery
+    from engine.gallery_index import LISTING, MANIFEST
+    from tests.utils.test_descriptor_index import clustered_gallery, write_all
+
+    descriptors, queries = clustered_gallery(3000, 64, seed=5)  # as a finished exact index would hold them
+    write_all(tmp_path, descriptors)
+    names = [f"{k:05d}" for k in range(3000)]
+    listing = FileGallery(names, [f"/aerial/{n}.jpg" for n in names], None, "/aerial", np.zeros((3000, 2), np.int64))
+    np.savez(tmp_path / LISTING, **listing.arrays())
+    manifest = {"format": 3, "config": {}, "gallery": {"source": "/aerial", "type": "files", "position_kind": None},
+                "search": {"kind": "exact"}}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+
+    index = localize.with_search_kind(tmp_path, manifest, "ivfpq")
+    assert "building the ivfpq search of" in capsys.readouterr().out
+    assert index.kind == "ivfpq" and (tmp_path / "ivfpq.faiss").is_file()
+    assert json.loads((tmp_path / MANIFEST).read_text())["search"]["kind"] == "ivfpq"
+    exact = localize.with_search_kind(tmp_path, manifest, "exact")
+    rows, exact_rows = index.searcher.search(queries, 5)[1], exact.searcher.search(queries, 5)[1]
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
+    again = localize.with_search_kind(tmp_path, json.loads((tmp_path / MANIFEST).read_text()), "auto")
+    assert again.kind == "ivfpq" and "building" not in capsys.readouterr().out  # built once, kept
+
+
+def test_a_gallery_too_small_to_compress_is_searched_exactly(tiny_world, tiny_trained_run, val_split, tmp_path,
+                                                             capsys):
+    common = localize_args(tiny_trained_run / "best.ckpt", *orthophoto_args(tiny_world, "--top_k", "5",
+                                                                          *val_split.grd_paths[:3]))
     assert localize.main(common) == 0
     exact = printed_matches(capsys.readouterr().out)
     assert localize.main([*common, "--index_type", "ivfpq"]) == 0
     output = capsys.readouterr().out
-    assert "building the ivfpq search of" in output and "gallery pass skipped" in output
-    assert printed_matches(output) == exact  # the whole gallery fits in the re-ranked shortlist here
-    assert (index / "ivfpq.faiss").is_file()
-    assert json.loads((index / "index.json").read_text())["search"]["kind"] == "ivfpq"
+    assert re.search(r"--index_type ivfpq: \d+ aerial images are too few to compress \(it takes 1,000\); "
+                     "searching them exactly", output)
+    assert printed_matches(output) == exact
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the GeoTIFF without a projection
 def test_orthophoto_and_panorama_mistakes(tiny_world, tiny_trained_run, tmp_path, monkeypatch, capsys):
     import rasterio
 

@@ -31,6 +31,7 @@ from utils.files import write_json_atomically
 
 INDEX_KINDS = ("exact", "ivfpq")
 EXACT_UP_TO = 200_000  # the default kind: exact up to this many tiles (1.6 GB of float32 at 2048 values)
+IVFPQ_FROM = 1_000  # fewer cannot train the codebooks (256 centroids each) and gain nothing from compression
 DESCRIPTORS, PARTIAL, PROGRESS = "descriptors.npy", "descriptors.partial.npy", "progress.json"
 FAISS_FILE = "ivfpq.faiss"
 
@@ -45,6 +46,10 @@ def _faiss():
     except ImportError:
         raise GalleryIndexError("the gallery index needs faiss: pip install faiss-cpu") from None
     return faiss
+
+
+def compressible(count: int) -> bool:
+    return count >= IVFPQ_FROM
 
 
 def default_kind(count: int) -> str:
