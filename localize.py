@@ -110,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact search, or ivfpq (compressed, shortlist re-ranked exactly); auto: exact up to 200,000 images "
              "(default: auto)")
     add("--top_k", type=int, default=5, help="aerial matches printed and written per panorama (default: 5)")
-    add("--estimate", choices=ESTIMATES, default="vote",
-        help="the position: the best tile's centre, or a similarity-weighted vote of the top tiles near it "
-             "(default: vote)")
+    add("--estimate", choices=ESTIMATES, default="top1",
+        help="the position: the best tile's centre, or a similarity-weighted vote of the top tiles near it, "
+             "which did no better on the synthetic world (README) (default: top1)")
     add("--truth", metavar="CSV", help="name,latitude,longitude of the panoramas: their errors in metres, the "
                                        "true positions on the map, and the accuracy against the share answered")
     add("--correct_m", type=float, default=25.0, help="with --truth: an answer within this many metres is correct "

@@ -293,8 +293,7 @@ def test_an_orthophoto_gives_positions_a_confidence_files_and_a_map(tiny_world, 
         assert [record["truth"]["latitude"], record["truth"]["longitude"]] == pytest.approx(expected_truth)
         estimate = np.array([[record["estimate"]["latitude"], record["estimate"]["longitude"]]])
         assert record["error_m"] == pytest.approx(float(haversine_m(estimate, np.array([expected_truth]))[0]))
-        # the vote stays within half a tile of the best tile's centre
-        assert haversine_m(estimate, np.array([[top["latitude"], top["longitude"]]]))[0] <= 40.0 + 1e-6
+        assert estimate.tolist() == [[top["latitude"], top["longitude"]]]  # the default: the best tile's centre
         assert record["confidence"] >= 0.0
     answer_rows = (out / "answers.csv").read_text().splitlines()
     assert answer_rows[0] == "panorama,latitude,longitude,confidence,top1_id,top1_similarity,error_m"
@@ -304,11 +303,13 @@ def test_an_orthophoto_gives_positions_a_confidence_files_and_a_map(tiny_world, 
     assert_readable_png(out / "matches.png", min_bytes=10_000)
 
     assert localize.main(localize_args(tiny_trained_run / "best.ckpt", *orthophoto_args(
-        tiny_world, "--index", str(index), "--top_k", "4", "--estimate", "top1", panoramas[0]))) == 0
-    output = capsys.readouterr().out
-    assert "gallery pass skipped" in output
-    first = answers["answers"][0]["matches"][0]
-    assert f"estimate: {first['latitude']:.6f}, {first['longitude']:.6f}" in output  # top1: the best tile's centre
+        tiny_world, "--index", str(index), "--top_k", "4", "--estimate", "vote", "--out", str(tmp_path / "vote"),
+        panoramas[0]))) == 0
+    assert "gallery pass skipped" in capsys.readouterr().out
+    voted = json.loads((tmp_path / "vote" / "answers.json").read_text())["answers"][0]
+    best = voted["matches"][0]
+    estimate = np.array([[voted["estimate"]["latitude"], voted["estimate"]["longitude"]]])
+    assert haversine_m(estimate, np.array([[best["latitude"], best["longitude"]]]))[0] <= 40.0 + 1e-6  # half a tile
     with pytest.raises(UsageError, match="is stale: it was built with tile_m 80.0, this call uses 60.0"):
         localize.main(localize_args(tiny_trained_run / "best.ckpt", "--orthophoto",
                                     str(tiny_world / "orthophoto" / "map.tif"), "--tile_m", "60", "--index",
