@@ -85,7 +85,9 @@ def map_page(layers: Sequence[MapLayer], backdrop: Backdrop | None, title: str) 
                                 tooltip=f"true position; error {layer.error_m:.1f} m").add_to(group)
         group.add_to(page)
     folium.LayerControl(collapsed=False).add_to(page)
-    page.fit_bounds([every.min(0).tolist(), every.max(0).tolist()], padding=(30, 30))
+    first = np.concatenate([layers[0].footprints.reshape(-1, 2), layers[0].estimate[None]]
+                           + ([layers[0].truth[None]] if layers[0].truth is not None else []))
+    page.fit_bounds([first.min(0).tolist(), first.max(0).tolist()], padding=(30, 30))  # the layer shown first
     page.get_root().html.add_child(folium.Element(f"<title>{html.escape(title)}</title>"))
     return page.get_root().render()
 

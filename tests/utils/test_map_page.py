@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -75,4 +76,7 @@ def test_the_page_renders_in_a_headless_browser_offline(tmp_path):
         browser.save_screenshot(str(tmp_path / "map.png"))
     finally:
         browser.quit()
-    assert (tmp_path / "map.png").stat().st_size > 10_000
+    shot = cv2.cvtColor(cv2.imread(str(tmp_path / "map.png")), cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(int)
+    near = lambda colour: (np.abs(shot - colour).sum(1) < 40).mean()  # noqa: E731
+    assert near((0, 180, 0)) > 0.2  # the backdrop, drawn under the layers
+    assert near((0xD7, 0x19, 0x1C)) > 0.0005  # the best footprint's red outline
