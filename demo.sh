@@ -25,7 +25,7 @@ stamp=$(date +%Y%m%d-%H%M%S)
 echo "demo: ${size}x${size} aerial, $((size / 2))x$((size * 2)) ground, $pairs training pairs, ${DEMO_MINUTES:-11} minutes," \
   "$schedule learning rate"
 
-if [ ! -f "$world/CVUSA/splits/val-19zl.csv" ]; then
+if [ ! -f "$world/CVUSA/splits/val-19zl.csv" ] || [ ! -f "$world/orthophoto/map.tif" ]; then  # older worlds lack the orthophoto
   python -m dataset.synthetic --out "$world" --num_train "$pairs" --num_val 500 --seed 0 \
     --sat_size "$size" "$size" --grd_size $((size / 2)) $((size * 2)) --vigor_per_city 0 \
     --plot "$out/synthetic_pairs.png"

@@ -412,12 +412,17 @@ def coverage_figure(answers: Sequence[Answer], correct_m: float) -> Figure:
     """Accuracy (within `correct_m` metres) among the panoramas answered, against the share answered, when only
     those at or above a confidence threshold are answered."""
     known = [a for a in answers if a.error_m is not None]
-    share, accuracy, _ = coverage_curve(np.array([a.confidence for a in known]),
-                                        np.array([a.error_m <= correct_m for a in known]))
+    share, accuracy, thresholds = coverage_curve(np.array([a.confidence for a in known]),
+                                                 np.array([a.error_m <= correct_m for a in known]))
     figure = new_figure(5.5, 4)
     axes = figure.add_subplot()
     axes.plot(np.concatenate([[0], share]) * 100, np.concatenate([[accuracy[0]], accuracy]) * 100,
               drawstyle="steps-post", color="#2b83ba", label="answering those at or above a confidence")
+    for wanted in (0.1, 0.25, 0.5):  # the threshold that answers about that share
+        at = min(int(np.searchsorted(share, wanted - 1e-9)), len(share) - 1)
+        axes.plot(share[at] * 100, accuracy[at] * 100, "o", color="#2b83ba", markersize=4)
+        axes.annotate(f"confidence \u2265 {thresholds[at]:.3f}", (share[at] * 100, accuracy[at] * 100),
+                      textcoords="offset points", xytext=(6, 6), fontsize=7)
     axes.set_xlim(0, 100)
     finish_percent_axes(axes, "panoramas answered (%), the most confident first",
                         f"answered correctly, within {correct_m:g} m (%)",
