@@ -47,6 +47,7 @@ from engine.gallery import (
     read_positions_csv,
 )
 from engine.gallery_index import (
+    MANIFEST,
     GalleryIndex,
     build_index,
     check_folder,
@@ -250,7 +251,7 @@ def with_search_kind(folder: Path, manifest: dict[str, Any], asked: str) -> Gall
             print(f"building the ivfpq search of {folder} from its stored descriptors")
             build_ivfpq(folder, params)
             manifest = {**manifest, "search": {"kind": "ivfpq", **params.__dict__}}
-            write_json_atomically(folder / "index.json", manifest)
+            write_json_atomically(folder / MANIFEST, manifest)
         else:
             params = IvfPqParams(**{k: v for k, v in manifest["search"].items() if k != "kind"})
     index.searcher = Searcher(folder, asked, params)

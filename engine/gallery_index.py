@@ -27,8 +27,12 @@ import numpy as np
 from engine.gallery import FileGallery, Gallery, OrthophotoRequest, TileGallery, file_stamps
 from engine.options import UsageError
 from utils.descriptor_index import (
+    DESCRIPTORS,
+    FAISS_FILE,
     INDEX_KINDS,
     IVFPQ_FROM,
+    PARTIAL,
+    PROGRESS,
     DescriptorWriter,
     GalleryIndexError,
     IvfPqParams,
@@ -207,7 +211,7 @@ def build_index(folder: Path, gallery: Gallery | OrthophotoRequest, request: dic
     kind = choose_kind(index_type, total)
     params = None
     if kind == "ivfpq":
-        dim = np.load(folder / "descriptors.npy", mmap_mode="r").shape[1]
+        dim = np.load(folder / DESCRIPTORS, mmap_mode="r").shape[1]
         params = IvfPqParams.for_size(total, dim)
         print(f"training the ivfpq index ({params.factory(dim)}, nprobe {params.nprobe}, "
               f"re-ranking {params.shortlist}) on {params.train_size:,} descriptors")
@@ -223,7 +227,7 @@ def build_index(folder: Path, gallery: Gallery | OrthophotoRequest, request: dic
 def _resumable(folder: Path, fingerprint: dict) -> int:
     """How many descriptors a killed build of the same fingerprint left in `folder` (0: none, or another's)."""
     try:
-        progress = json.loads((folder / "progress.json").read_text())
+        progress = json.loads((folder / PROGRESS).read_text())
     except (OSError, ValueError):
         return 0
     return int(progress.get("done", 0)) if progress.get("fingerprint") == fingerprint else 0
@@ -246,7 +250,7 @@ def _load_listing(folder: Path, request: dict) -> TileGallery | None:
 
 def remove_index(folder: Path) -> None:
     """Empty an index folder for --rebuild_index (only the files an index holds)."""
-    for name in (MANIFEST, LISTING, "descriptors.npy", "descriptors.partial.npy", "progress.json", "ivfpq.faiss"):
+    for name in (MANIFEST, LISTING, DESCRIPTORS, PARTIAL, PROGRESS, FAISS_FILE):
         (folder / name).unlink(missing_ok=True)
 
 
