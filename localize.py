@@ -64,7 +64,7 @@ from engine.options import UsageError, add_model_flags, check_field_of_view, par
 from model.backbone import DEFAULT_BACKBONE
 from model.network import CrossViewNet
 from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.descriptor_index import INDEX_KINDS, GalleryIndexError, IvfPqParams, Searcher, build_ivfpq
+from utils.descriptor_index import INDEX_KINDS, GalleryIndexError, IvfPqParams, Searcher, build_ivfpq, search_entry
 from utils.figures import Retrieval, finish_percent_axes, new_figure, retrievals_figure, save_figure
 from utils.files import write_json_atomically, write_text_atomically
 from utils.geo import haversine_m
@@ -245,15 +245,11 @@ def with_search_kind(folder: Path, manifest: dict[str, Any], asked: str) -> Gall
     if asked in ("auto", index.kind):
         return index
     params = None
-    if asked == "ivfpq":
+    if asked == "ivfpq":  # built exact: train the compressed search once and record it
         params = IvfPqParams.for_size(len(index.searcher), index.searcher.descriptors.shape[1])
-        if manifest["search"].get("kind") != "ivfpq":
-            print(f"building the ivfpq search of {folder} from its stored descriptors")
-            build_ivfpq(folder, params)
-            manifest = {**manifest, "search": {"kind": "ivfpq", **params.__dict__}}
-            write_json_atomically(folder / MANIFEST, manifest)
-        else:
-            params = IvfPqParams(**{k: v for k, v in manifest["search"].items() if k != "kind"})
+        print(f"building the ivfpq search of {folder} from its stored descriptors")
+        build_ivfpq(folder, params)
+        write_json_atomically(folder / MANIFEST, {**manifest, "search": search_entry("ivfpq", params)})
     index.searcher = Searcher(folder, asked, params)
     return index
 

@@ -40,6 +40,8 @@ from utils.descriptor_index import (
     build_ivfpq,
     compressible,
     default_kind,
+    search_entry,
+    search_params,
 )
 from utils.files import write_json_atomically
 
@@ -155,8 +157,7 @@ def open_index(folder: Path, manifest: dict[str, Any]) -> GalleryIndex:
             loader = TileGallery if kind == "tiles" else FileGallery
             gallery = loader.from_arrays(arrays, manifest["gallery"]["source"], manifest["gallery"]["position_kind"])
         search = manifest["search"]
-        params = IvfPqParams(**{k: v for k, v in search.items() if k != "kind"}) if search["kind"] == "ivfpq" else None
-        return GalleryIndex(folder, gallery, manifest, Searcher(folder, search["kind"], params))
+        return GalleryIndex(folder, gallery, manifest, Searcher(folder, search["kind"], search_params(search)))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, GalleryIndexError) as exc:
         raise UsageError(f"--index {folder}: cannot be read ({type(exc).__name__}: {exc}); pass --rebuild_index "
                          "to rebuild it") from None
@@ -219,7 +220,7 @@ def build_index(folder: Path, gallery: Gallery | OrthophotoRequest, request: dic
     manifest = {"format": INDEX_FORMAT, "config": config,
                 "gallery": {**request, "type": "tiles" if isinstance(gallery, TileGallery) else "files",
                             "position_kind": gallery.position_kind, "count": total},
-                "search": {"kind": kind, **({} if params is None else params.__dict__)}}
+                "search": search_entry(kind, params)}
     write_json_atomically(folder / MANIFEST, manifest)
     return open_index(folder, manifest)
 

@@ -212,5 +212,11 @@ def rerank(descriptors: np.ndarray, queries: np.ndarray, candidates: np.ndarray,
     return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
 
-def describe(kind: str, params: IvfPqParams | None) -> dict:
+def search_entry(kind: str, params: IvfPqParams | None) -> dict:
+    """The search as an index manifest records it: its kind and, for ivfpq, its parameters."""
     return {"kind": kind, **({} if params is None else asdict(params))}
+
+
+def search_params(entry: dict) -> IvfPqParams | None:
+    """The parameters a `search_entry` records (None for exact search)."""
+    return IvfPqParams(**{k: v for k, v in entry.items() if k != "kind"}) if entry["kind"] == "ivfpq" else None
